@@ -1,0 +1,410 @@
+"""Grading untrusted notebooks with the stock `nbgrader autograde`.
+
+`SandboxedExecute` replaces nbgrader's `Execute` preprocessor (see nbgrader_config.py):
+
+- the student's kernel runs in bubblewrap: read-only file system, the course directory,
+  the repository, home directories and /tmp hidden, one private writable working copy,
+  no network (IPC transport, `--unshare-net`), an unprivileged user, and POSIX limits
+  on memory (address space), processes and file size;
+- wall-clock limits per cell and per notebook, and a cap on the output kept;
+- graded test cells are NOT executed in the kernel. Their source (restored from the
+  gradebook by nbgrader, so trusted) is read by the grader, which runs the checks in
+  its own process. Each time a check calls student code, the grader asks the kernel to
+  make that one call on inputs the grader drew, and gets back plain arrays
+  (`autograder.kernel_side`). The verdict is reached where student code cannot reach.
+"""
+from __future__ import annotations
+
+import ast
+import contextlib
+import importlib
+import io
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from jupyter_client import AsyncKernelManager
+from nbclient.exceptions import DeadKernelError
+from nbformat import NotebookNode
+from nbformat.v4 import new_code_cell, new_output
+from traitlets import Bool, Float, Integer, List, Unicode
+
+from nbgrader.preprocessors import Execute
+from nbgrader.utils import is_grade
+
+from . import kernel_side
+from .checks import CheckFailed
+
+NOBODY = 65534
+
+
+class SandboxUnavailable(RuntimeError):
+    pass
+
+
+# ----------------------------------------------------------------- the sandbox
+def sandbox_prefix(workdir: str, *, memory_bytes: int, max_processes: int, file_bytes: int,
+                   hidden: list[str]) -> list[str]:
+    """The bwrap + setpriv + prlimit words that go before the kernel command."""
+    bwrap = shutil.which("bwrap")
+    if not bwrap:
+        raise SandboxUnavailable("bubblewrap (`bwrap`) is not installed")
+    import autograder
+
+    for tool in ("prlimit", "setpriv"):
+        if not shutil.which(tool):
+            raise SandboxUnavailable(f"`{tool}` (util-linux) is not installed")
+    hidden_roots = sorted({Path(os.path.realpath(p)) for p in hidden if os.path.exists(p)})
+    exposed = sorted({Path(os.path.realpath(p)) for p in (
+        sys.prefix, sys.base_prefix, os.path.dirname(autograder.__file__),
+        # a venv's python is often a symlink into the base installation
+        os.path.dirname(os.path.realpath(sys.executable)))})
+    words = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    for path in hidden_roots:
+        words += ["--tmpfs", str(path)]
+    made: set[Path] = set()
+
+    def expose(path: Path, how: str) -> None:
+        # Directories that bwrap creates inside a tmpfs are 0700: make the way readable.
+        for parent in reversed(path.parents):
+            if parent not in made and any(parent != h and parent.is_relative_to(h) for h in hidden_roots):
+                words.extend(["--perms", "0755", "--dir", str(parent)])
+                made.add(parent)
+        words.extend([how, str(path), str(path)])
+
+    for path in exposed:
+        if not any(path != other and path.is_relative_to(other) for other in exposed):
+            expose(path, "--ro-bind")
+    expose(Path(workdir), "--bind")
+    words += ["--chdir", workdir,
+              # A pid namespace: when the kernel ends, everything it started ends with it.
+              # ipykernel quits if it polls a parent pid it cannot see, so that is unset.
+              "--unshare-pid", "--unsetenv", "JPY_PARENT_PID",
+              "--unshare-net", "--unshare-ipc", "--unshare-uts", "--new-session",
+              "--setenv", "HOME", workdir, "--setenv", "TMPDIR", workdir,
+              "--setenv", "MPLCONFIGDIR", workdir, "--setenv", "PYTHONWARNINGS", "ignore", "--"]
+    if os.geteuid() == 0:
+        # Root ignores RLIMIT_NPROC; an unprivileged uid makes the process limit real.
+        words += ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                  "--inh-caps=-all", "--bounding-set=-all", "--"]
+    words += ["prlimit", f"--as={memory_bytes}", f"--nproc={max_processes}",
+              f"--fsize={file_bytes}", "--"]
+    return words
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process descended from `pid`, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    todo, found = [pid], []
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+class SandboxedKernelManager(AsyncKernelManager):
+    """A kernel manager whose kernel command is wrapped by `sandbox_prefix`."""
+
+    prefix: list[str] = []
+    kernel_uid: int | None = None
+
+    def format_kernel_cmd(self, extra_arguments=None):
+        return list(self.prefix) + super().format_kernel_cmd(extra_arguments)
+
+    async def _async_shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+        # Signals reach only the outer bwrap; the sandbox's pid namespace (kernel, and
+        # whatever it forked) would outlive it. Note its processes now, kill them after.
+        process = getattr(self.provisioner, "process", None) if self.prefix else None
+        inside = descendants(process.pid) if process is not None else []
+        try:
+            await super()._async_shutdown_kernel(now=now, restart=restart)
+        finally:
+            for pid in inside:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, 9)
+
+    # AsyncKernelManager binds its public coroutine names to the base implementations.
+    shutdown_kernel = _async_shutdown_kernel
+
+    def write_connection_file(self, **kwargs):
+        result = super().write_connection_file(**kwargs)
+        if self.prefix and self.kernel_uid is not None:  # the kernel's user must read it
+            os.chown(self.connection_file, self.kernel_uid, self.kernel_uid)
+        return result
+
+
+# ---------------------------------------------------------- talking to a kernel
+class RemoteHandle:
+    """A student's object that lives in the kernel; attribute access is lazy."""
+
+    def __init__(self, channel, root, path=(), mro=()):
+        # mro: qualified names of the object's classes, when the kernel told us
+        self._channel, self._root, self._path, self._mro = channel, root, tuple(path), tuple(mro)
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return RemoteHandle(self._channel, self._root, self._path + (name,))
+
+    def __call__(self, *args, **kwargs):
+        return self._channel.request("call", self, args=args, kwargs=kwargs)
+
+    def __repr__(self):
+        name = ".".join(str(p) for p in (self._root, *self._path))
+        return f"<student object {name}{' (' + self._mro[0] + ')' if self._mro else ''}>"
+
+    @property
+    def spec(self):
+        return {"root": self._root, "path": list(self._path)}
+
+
+class StudentError(Exception):
+    """Student code raised inside the kernel: (exception type name, message)."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(kind, message)
+        self.kind, self.message = kind, message
+
+
+class KernelDied(Exception):
+    pass
+
+
+class KernelChannel:
+    """Sends one request at a time to the kernel through the executor's own client."""
+
+    def __init__(self, executor, index: int):
+        self.executor, self.index = executor, index
+
+    def request(self, op: str, target: RemoteHandle, *, args=(), kwargs=None, forbid=(), **extra):
+        arrays: list = []
+        tree = {"op": op, "target": target.spec, "forbid": list(forbid),
+                "args": kernel_side.encode(tuple(args), arrays, self._handle_spec),
+                "kwargs": kernel_side.encode(dict(kwargs or {}), arrays, self._handle_spec)}
+        for key, value in extra.items():
+            tree[key] = kernel_side.encode(value, arrays, self._handle_spec)
+        code = (f"__import__('autograder.kernel_side').kernel_side.serve("
+                f"{kernel_side.pack(tree, arrays)!r}, globals())")
+        cell = new_code_cell(code)
+        try:
+            self.executor.execute_cell(cell, self.index, store_history=False)
+        except Exception as error:  # a dead kernel or a timeout
+            raise KernelDied(f"{type(error).__name__}: {error}") from None
+        for output in cell.outputs:
+            if output.output_type == "display_data" and kernel_side.MIME in output.data:
+                answer, answer_arrays = kernel_side.unpack(output.data[kernel_side.MIME])
+                break
+        else:
+            errors = [f"{o.ename}: {o.evalue}" for o in cell.outputs if o.output_type == "error"]
+            raise KernelDied("the kernel gave no answer" + (f" ({errors[0]})" if errors else ""))
+        if "error" in answer:
+            raise StudentError(answer["error"], answer.get("message", ""))
+        return kernel_side.decode(answer["ok"], answer_arrays, self._make_handle)
+
+    def _make_handle(self, tree):
+        return RemoteHandle(self, tree["__handle__"], (), tree.get("mro", ()))
+
+    @staticmethod
+    def _handle_spec(value):
+        if isinstance(value, RemoteHandle):
+            if value._path:
+                raise TypeError("only whole student objects can be passed back to the kernel")
+            return {"__handle__": value._root}
+        raise TypeError(f"cannot send a {type(value).__name__} to the kernel")
+
+
+# ------------------------------------------------------------ the test cells
+def parse_test_cell(source: str):
+    """[(module, function name, [argument AST nodes], {keyword: AST node})] of a test cell.
+
+    Test cells may only import from `autograder.assignments` and call the imported
+    checks with names of the student's objects and constants. Anything else is a
+    course authoring error, reported as such.
+    """
+    imported: dict[str, str] = {}
+    calls = []
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("autograder.assignments."):
+            for alias in node.names:
+                imported[alias.asname or alias.name] = (node.module, alias.name)
+        elif (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+              and isinstance(node.value.func, ast.Name) and node.value.func.id in imported):
+            module, name = imported[node.value.func.id]
+            calls.append((module, name, node.value.args, {k.arg: k.value for k in node.value.keywords}))
+        else:
+            raise ValueError(f"test cells may only import checks from autograder.assignments and call "
+                             f"them; found: {ast.unparse(node)[:80]}")
+    return calls
+
+
+def _argument(node, channel):
+    if isinstance(node, ast.Name):
+        return RemoteHandle(channel, node.id)
+    return ast.literal_eval(node)
+
+
+def run_test_cell(source: str, channel: KernelChannel) -> list[NotebookNode]:
+    """Run a test cell's checks in this process; return the cell's outputs (the verdict)."""
+    from . import checks
+
+    stdout = io.StringIO()
+    error = None
+    token = checks.set_remote_sources(channel.executor.student_sources)
+    try:
+        with contextlib.redirect_stdout(stdout):
+            for module, name, args, kwargs in parse_test_cell(source):
+                check = getattr(importlib.import_module(module), name)
+                check(*[_argument(a, channel) for a in args],
+                      **{k: _argument(v, channel) for k, v in kwargs.items()})
+    except CheckFailed as failed:
+        error = ("CheckFailed", str(failed).strip())
+    except KernelDied as died:
+        error = ("KernelDied", "Your notebook's kernel stopped answering before this test could run "
+                               f"({died}). Did your code exit, crash or run past a time limit?")
+    except Exception:  # a bug in a check must be visible, never silently pass
+        error = ("GraderError", "The grader failed while running this test; please tell your "
+                                "instructor.\n" + traceback.format_exc(limit=4))
+    finally:
+        checks.set_remote_sources(token)
+    outputs = []
+    if stdout.getvalue():
+        outputs.append(new_output("stream", name="stdout", text=stdout.getvalue()))
+    if error:
+        outputs.append(new_output("error", ename=error[0], evalue=error[1],
+                                  traceback=[f"{error[0]}: {error[1]}"]))
+    return outputs
+
+
+# ----------------------------------------------------------- the preprocessor
+class SandboxedExecute(Execute):
+    """nbgrader's Execute, with the kernel sandboxed and test cells judged outside it."""
+
+    require_sandbox = Bool(True, help="Refuse to grade when bubblewrap is unavailable. Set to "
+                                      "False only to grade trusted notebooks WITHOUT protection."
+                           ).tag(config=True)
+    judge_outside_kernel = Bool(True, help="Run graded test cells in the grader, not the kernel.").tag(config=True)
+    memory_limit_mb = Integer(4096, help="Address-space limit of the kernel, in MiB.").tag(config=True)
+    max_processes = Integer(64, help="Process limit of the kernel's user.").tag(config=True)
+    file_size_limit_mb = Integer(256, help="Largest file the kernel may write, in MiB.").tag(config=True)
+    notebook_timeout = Float(600, help="Wall-clock limit for one notebook, in seconds.").tag(config=True)
+    output_limit_kb = Integer(1024, help="Output kept per notebook, in KiB; the rest is dropped.").tag(config=True)
+    hidden_paths = List(Unicode(), help="Extra paths hidden from the kernel.").tag(config=True)
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("kernel_manager_class", SandboxedKernelManager)
+        super().__init__(*args, **kwargs)
+
+    def preprocess(self, nb, resources=None, km=None):
+        source_dir = (resources or {}).get("metadata", {}).get("path") or os.getcwd()
+        workdir = tempfile.mkdtemp(prefix="course-grading-")
+        try:
+            for item in Path(source_dir).iterdir():  # the student's files, never the original
+                if item.is_file() and item.suffix != ".ipynb":
+                    shutil.copy(item, workdir)
+                elif item.is_dir() and not item.name.startswith("."):
+                    shutil.copytree(item, Path(workdir) / item.name, symlinks=False)
+            if os.geteuid() == 0:  # the kernel runs as an unprivileged user: give it its copy
+                for root, dirs, files in os.walk(workdir):
+                    for name in [root] + [os.path.join(root, n) for n in dirs + files]:
+                        os.chown(name, NOBODY, NOBODY)
+            resources = dict(resources or {})
+            resources["metadata"] = dict(resources.get("metadata", {}), path=workdir)
+            self._workdir, self._deadline = workdir, time.monotonic() + self.notebook_timeout
+            self._output_bytes, self._truncated, self._died = 0, False, None
+            # The answer cells, scanned for forbidden built-ins (scratch cells may use them
+            # to compare, answer cells may not).
+            self.student_sources = [c.source for c in nb.cells if c.cell_type == "code"
+                                    and c.metadata.get("nbgrader", {}).get("solution")]
+            self._prefix = self._make_prefix(workdir, source_dir)
+            return super().preprocess(nb, resources, km)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _make_prefix(self, workdir, source_dir):
+        import autograder
+
+        hidden = [os.getcwd(), str(Path(source_dir).resolve()), os.path.dirname(os.path.dirname(autograder.__file__)),
+                  os.path.expanduser("~"), "/root", "/home", "/tmp", "/var/tmp", *self.hidden_paths]
+        try:
+            return sandbox_prefix(workdir, memory_bytes=self.memory_limit_mb * 2**20,
+                                  max_processes=self.max_processes,
+                                  file_bytes=self.file_size_limit_mb * 2**20, hidden=hidden)
+        except SandboxUnavailable as why:
+            if self.require_sandbox:
+                raise SandboxUnavailable(
+                    f"{why}. Student code would run unprotected. Install it (Debian/Ubuntu: "
+                    f"`apt-get install bubblewrap`), or, to grade trusted notebooks without "
+                    f"protection, set c.SandboxedExecute.require_sandbox = False.") from None
+            self.log.warning("GRADING WITHOUT A SANDBOX: %s", why)
+            return []
+
+    def create_kernel_manager(self):
+        km = super().create_kernel_manager()
+        if self._prefix:
+            km.prefix = self._prefix
+            # Signals cannot cross into the sandbox's session: interrupt by message.
+            km.kernel_spec.interrupt_mode = "message"
+            km.kernel_uid = NOBODY if os.geteuid() == 0 else None
+            km.transport = "ipc"
+            km.ip = os.path.join(self._workdir, "kernel-ipc")
+            km.connection_file = os.path.join(self._workdir, "kernel.json")
+        return km
+
+    def _get_timeout(self, cell):
+        remaining = self._deadline - time.monotonic()
+        base = super()._get_timeout(cell)
+        return max(1, int(min(base or remaining, remaining)))
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type != "code":
+            return cell, resources
+        if time.monotonic() > self._deadline:
+            cell.outputs = [new_output("error", ename="NotebookTimeLimit", evalue=(
+                f"Not run: the notebook used up its {self.notebook_timeout:.0f} s time limit."),
+                traceback=[])]
+            return cell, resources
+        if self._died:
+            cell.outputs = [new_output("error", ename="KernelDied", evalue=(
+                f"Not run: the notebook's kernel died earlier ({self._died}). Did your code call "
+                f"os._exit, crash the interpreter, or exceed the memory limit?"), traceback=[])]
+            return cell, resources
+        if self.judge_outside_kernel and is_grade(cell):
+            outputs = run_test_cell(cell.source, KernelChannel(self, index))
+            cell.outputs = outputs
+            self.nb.cells[index] = cell  # nbclient put each request's cell at this index
+            return cell, resources
+        try:
+            return super().preprocess_cell(cell, resources, index)
+        except DeadKernelError as error:
+            self._died = f"in cell {index}: {error}"
+            cell.outputs.append(new_output("error", ename="KernelDied", evalue=(
+                f"The kernel died while running this cell ({error})."), traceback=[]))
+            return cell, resources
+
+    def output(self, outs, msg, display_id, cell_index):
+        content = msg.get("content", {})
+        size = len(str(content.get("text", ""))) + sum(len(str(v)) for v in content.get("data", {}).values())
+        is_answer = kernel_side.MIME in content.get("data", {})
+        if not is_answer:
+            self._output_bytes += size
+            limit = self.output_limit_kb * 1024
+            if self._output_bytes > limit:
+                if not self._truncated:
+                    self._truncated = True
+                    outs.append(new_output("stream", name="stdout", text=(
+                        f"\n[output truncated: the notebook printed more than {self.output_limit_kb} KiB]\n")))
+                return None
+        return super().output(outs, msg, display_id, cell_index)
