@@ -57,3 +57,11 @@ c.SandboxedExecute.output_limit_kb = 1024      # output kept per notebook
 # Without bubblewrap, grading refuses to start. To grade trusted notebooks without any
 # protection (never student work), uncomment:
 # c.SandboxedExecute.require_sandbox = False
+
+# Feedback shows each test's verdict and the public test code; the hidden-test code
+# (between the HIDDEN TESTS markers) is left out, as in the released notebook.
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "nbgrader.preprocessors.ClearHiddenTests",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+]

@@ -99,6 +99,8 @@ FORBIDDEN_NAMES = {
     "softmax": {"softmax", "Softmax", "log_softmax"},
     "transformer_layers": {"TransformerEncoderLayer", "TransformerDecoderLayer", "Transformer",
                            "TransformerEncoder", "TransformerDecoder", "LayerNorm", "layer_norm"},
+    # Not "Transformer": `nn.Transformer.generate_square_subsequent_mask` is allowed.
+    "transformer_decoder": {"TransformerDecoderLayer", "TransformerDecoder"},
 }
 
 _remote_sources: list[str] | None = None
@@ -220,10 +222,10 @@ def student_gradients(fn: Callable, *args, wrt: tuple[int, ...], cotangent: torc
 
 # Student objects (modules, functions) may live in the grader's process (a student
 # running public tests) or in a sandboxed kernel (autograding, where the checks get a
-# `RemoteHandle`). Checks touch them only through `call_student`, `student_gradients`
-# and the three functions below, which work the same in both cases. Calling methods
-# through attributes works too: `call_student(module.split_heads, x, what=...)`,
-# `module.double()`, `module.state_dict()`.
+# `RemoteHandle`). Checks touch them only through `call_student`, `student_gradients`,
+# the two functions below and `student_state` / `load_student_state` (further down),
+# which work the same in both cases. Methods are called through attributes:
+# `call_student(module.split_heads, x, what=...)`.
 def student_isinstance(obj, kind: type) -> bool:
     """isinstance() for a student object, local or in the kernel."""
     if _is_remote(obj):
@@ -240,19 +242,6 @@ def submodule_types(module) -> dict[str, str]:
     if _is_remote(module):
         return module._channel.request("types", module)
     return {name: f"{type(m).__module__}.{type(m).__qualname__}" for name, m in module.named_modules()}
-
-
-def set_parameters(module, values: dict[str, torch.Tensor], what: str) -> None:
-    """Overwrite some of a student module's parameters/buffers by name (state_dict keys)."""
-    state = call_student(module.state_dict, what=f"{what}.state_dict()")
-    missing = sorted(set(values) - set(state))
-    if missing:
-        fail(f"{what} has no parameter named {', '.join(missing)}. Expected names like "
-             f"{', '.join(sorted(values)[:4])}: keep the attribute names the exercise asks for.")
-    for name, value in values.items():
-        if tuple(state[name].shape) != tuple(value.shape):
-            fail(f"{what}.{name} has shape {tuple(state[name].shape)}, expected {tuple(value.shape)}.")
-    call_student(module.load_state_dict, values, strict=False, what=f"{what}.load_state_dict()")
 
 
 def _is_remote(obj) -> bool:

@@ -123,7 +123,7 @@ def multihead_attention(ref: nn.MultiheadAttention, query, key, value, key_paddi
 # ==================================================================================
 # Decoder layer, encoder-decoder Transformer, Seq2Seq wrapper
 # (decoder-and-transformer exercise). PyTorch's nn.TransformerDecoderLayer and
-# nn.Transformer, with a student's parameters loaded in by name.
+# nn.Transformer; the checks load the same parameters into the student's modules.
 # ==================================================================================
 import contextlib as _contextlib
 
@@ -156,27 +156,9 @@ def randomize_(module: nn.Module, generator: torch.Generator, scale: float = 0.3
     return module
 
 
-def copy_parameters(source: nn.Module, target: nn.Module) -> None:
-    """Load `source`'s state dict into `target` by name (strict).
-
-    Raises ValueError listing the entries whose names or shapes do not match, so a
-    check can tell the student which attribute to rename.
-    """
-    src, dst = source.state_dict(), target.state_dict()
-    problems = []
-    missing = [k for k in src if k not in dst]
-    unexpected = [k for k in dst if k not in src]
-    if missing:
-        problems.append("missing (PyTorch has them, yours does not): " + ", ".join(missing[:8])
-                        + (" ..." if len(missing) > 8 else ""))
-    if unexpected:
-        problems.append("unexpected (yours has them, PyTorch does not): " + ", ".join(unexpected[:8])
-                        + (" ..." if len(unexpected) > 8 else ""))
-    problems += [f"{k}: shape {tuple(dst[k].shape)}, expected {tuple(src[k].shape)}"
-                 for k in src if k in dst and dst[k].shape != src[k].shape]
-    if problems:
-        raise ValueError("\n".join(problems))
-    target.load_state_dict(src)
+def state_arrays(module: nn.Module) -> dict[str, np.ndarray]:
+    """A module's state dict as float64 NumPy copies (what gets loaded into a student's module)."""
+    return {k: v.detach().to(torch.float64).numpy().copy() for k, v in module.state_dict().items()}
 
 
 def square_subsequent_mask(seq_len: int) -> torch.Tensor:
@@ -219,34 +201,38 @@ def run_transformer(ref: nn.Transformer, src, tgt, tgt_mask=None, src_key_paddin
 class Seq2Seq(nn.Module):
     """Token ids in, next-token logits out: embeddings + a Transformer + a generator.
 
-    The same wrapper as in the decoder-and-transformer notebook. `transformer` is
-    anything with `.encoder(x)` and `.decoder(y, memory, tgt_mask=...)` as nn.Transformer
-    has, so the checks can wrap nn.Transformer itself.
+    The same class as in the decoder-and-transformer notebook (where the grader builds
+    one in the student's kernel and loads this one's parameters into it). `transformer`
+    is anything with `.encoder(x)` and `.decoder(y, memory, tgt_mask=...)` as
+    nn.Transformer has; by default an nn.Transformer.
     """
 
-    def __init__(self, transformer: nn.Module, vocab_size: int, d_model: int, max_len: int = 64):
+    def __init__(self, vocab_size, d_model, num_heads=2, num_layers=1, d_ff=32, transformer=None, max_len=64):
         super().__init__()
+        if transformer is None:
+            transformer = nn.Transformer(d_model, num_heads, num_layers, num_layers, d_ff, dropout=0.0,
+                                         batch_first=True)
         self.transformer = transformer
         self.src_embed = nn.Embedding(vocab_size, d_model)
         self.tgt_embed = nn.Embedding(vocab_size, d_model)
         self.pos_embed = nn.Embedding(max_len, d_model)  # learned positions
         self.generator = nn.Linear(d_model, vocab_size)
 
-    def embed(self, table: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
+    def embed(self, table, ids):
         positions = torch.arange(ids.shape[1])
         return table(ids) + self.pos_embed(positions)  # (batch, seq, d_model)
 
-    def encode(self, src: torch.Tensor) -> torch.Tensor:
+    def encode(self, src):
         """src: (batch, src_len) token ids -> memory (batch, src_len, d_model)."""
         return self.transformer.encoder(self.embed(self.src_embed, src))
 
-    def decode(self, tgt: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+    def decode(self, tgt, memory):
         """tgt: (batch, tgt_len) token ids -> logits (batch, tgt_len, vocab_size)."""
         mask = nn.Transformer.generate_square_subsequent_mask(tgt.shape[1], dtype=memory.dtype)
         out = self.transformer.decoder(self.embed(self.tgt_embed, tgt), memory, tgt_mask=mask)
         return self.generator(out)  # (batch, tgt_len, vocab_size)
 
-    def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    def forward(self, src, tgt):
         return self.decode(tgt, self.encode(src))
 
 
@@ -254,22 +240,22 @@ def seq2seq_reference(vocab_size: int, d_model: int, num_heads: int, num_layers:
                       generator: torch.Generator) -> Seq2Seq:
     """A randomly initialised Seq2Seq around nn.Transformer (float64, eval mode).
 
-    Strong position embeddings and a strong generator make the next-token choice
-    depend on where the decoder is, so greedy outputs rarely repeat one token.
+    Embeddings and generator are drawn larger than the inner weights, so the next-token
+    choice depends on the position and on the tokens fed back (fewer outputs that just
+    repeat one token).
     """
-    model = Seq2Seq(transformer(d_model, num_heads, num_layers, num_layers, d_ff), vocab_size, d_model)
+    model = Seq2Seq(vocab_size, d_model, num_heads, num_layers, d_ff)
     randomize_(model.to(torch.float64), generator, scale=0.3)
     with torch.no_grad():
-        model.pos_embed.weight.mul_(2.0 / 0.3)
-        model.src_embed.weight.mul_(0.5 / 0.3)
-        model.tgt_embed.weight.mul_(0.5 / 0.3)
-        model.generator.weight.mul_(1.0 / 0.3)
+        model.pos_embed.weight.mul_(1.5 / 0.3)
+        for table in (model.src_embed, model.tgt_embed, model.generator):
+            table.weight.mul_(1.0 / 0.3)
     return model.eval()
 
 
 def greedy_reference(model: Seq2Seq, src: torch.Tensor, start_id: int, max_len: int) -> torch.Tensor:
-    """The reference greedy loop: (batch, max_len) ids, start_id then max_len - 1 tokens,
-    each the argmax of the logits at the last position, fed back in."""
+    """The reference greedy loop on a reference model: (batch, max_len) ids, start_id then
+    max_len - 1 tokens, each the argmax of the logits at the last position, fed back in."""
     with torch.no_grad(), no_fastpath():
         memory = model.encode(src)  # (batch, src_len, d_model)
         ys = torch.full((src.shape[0], 1), start_id, dtype=torch.long)  # (batch, 1)
@@ -277,3 +263,113 @@ def greedy_reference(model: Seq2Seq, src: torch.Tensor, start_id: int, max_len: 
             next_token = model.decode(ys, memory)[:, -1].argmax(-1)  # (batch,)
             ys = torch.cat([ys, next_token[:, None]], dim=1)
     return ys
+
+
+# ==================================================================================
+# Tokens and positions, feed-forward, layer norm, encoder layer
+# (tokens-and-case, positional-encoding-and-ffn and encoder-layer exercises).
+# nn.Embedding, nn.Linear, nn.LayerNorm and nn.TransformerEncoderLayer with a
+# student's parameters copied in. The sinusoidal table is the paper's formula
+# itself: PyTorch has no module for it.
+# ==================================================================================
+def sinusoidal_encoding(seq_len: int, d_model: int) -> np.ndarray:
+    """(seq_len, d_model) sinusoidal positional encoding of "Attention Is All You Need".
+
+    PE[pos, 2i] = sin(pos / 10000^(2i/d_model)), PE[pos, 2i+1] = cos(pos / 10000^(2i/d_model)).
+    Written entry by entry, straight from the definition (slow and plain on purpose).
+    For an odd d_model the last column, index d_model - 1 = 2i, is a sine.
+    """
+    table = np.empty((seq_len, d_model))
+    for pos in range(seq_len):
+        for j in range(d_model):
+            two_i = j - j % 2  # columns 2i and 2i+1 share one frequency
+            angle = pos / 10000.0 ** (two_i / d_model)
+            table[pos, j] = math.sin(angle) if j % 2 == 0 else math.cos(angle)
+    return table
+
+
+def _linear(weight, bias) -> nn.Linear:
+    """A float64 nn.Linear holding copies of `weight` (out, in) and `bias` (out,) or None."""
+    weight = _t(weight)
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, dtype=torch.float64)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        if bias is not None:
+            layer.bias.copy_(_t(bias))
+    return layer
+
+
+def embed_and_project(ids, embedding_weight, pos_table, weight, bias) -> np.ndarray:
+    """nn.Linear(nn.Embedding(ids) + pos_table[:seq]) as float64 NumPy.
+
+    ids: (batch, seq) token ids; embedding_weight: (vocab, d_model); pos_table:
+    (max_len, d_model); weight (d_out, d_model), bias (d_out,): a projection such as W_q.
+    Returns (batch, seq, d_out).
+    """
+    ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
+    embedding = nn.Embedding.from_pretrained(_t(embedding_weight), freeze=True)
+    with torch.no_grad():
+        x = embedding(ids) + _t(pos_table)[: ids.shape[1]]  # (batch, seq, d_model)
+        return _linear(weight, bias)(x).numpy()  # (batch, seq, d_out)
+
+
+def feed_forward(x, w1, b1, w2, b2, activation="relu") -> np.ndarray:
+    """The feed-forward path of nn.TransformerEncoderLayer with the given weights.
+
+    w1: (d_ff, d_model), w2: (d_model, d_ff). Computes, with PyTorch's own layer,
+    linear2(dropout(activation(linear1(x)))) with dropout 0; `activation` is "relu" or
+    "gelu" (exact, erf-based, as nn.TransformerEncoderLayer uses), or a callable (which
+    nn.TransformerEncoderLayer accepts too; the checks use it to build classic mistakes).
+    """
+    d_ff, d_model = np.shape(w1)
+    layer = nn.TransformerEncoderLayer(d_model, 1, d_ff, dropout=0.0, activation=activation,
+                                       batch_first=True, dtype=torch.float64).eval()
+    with torch.no_grad():
+        for linear, w, b in ((layer.linear1, w1, b1), (layer.linear2, w2, b2)):
+            linear.weight.copy_(_t(w))
+            linear.bias.copy_(_t(b))
+        return layer.linear2(layer.dropout(layer.activation(layer.linear1(_t(x))))).numpy()
+
+
+def layer_norm(x, weight, bias, eps: float) -> np.ndarray:
+    """nn.LayerNorm over the last axis with the given gain, bias and eps, as float64 NumPy."""
+    weight = _t(weight)
+    norm = nn.LayerNorm(weight.shape[0], eps=eps, dtype=torch.float64)
+    with torch.no_grad():
+        norm.weight.copy_(weight)
+        norm.bias.copy_(_t(bias))
+        return norm(_t(x)).numpy()
+
+
+def encoder_layer_from(params: dict, num_heads: int, norm_first: bool, eps: float = 1e-5
+                       ) -> nn.TransformerEncoderLayer:
+    """nn.TransformerEncoderLayer (ReLU, dropout 0, batch first, float64, eval mode) with
+    `params` loaded by name: its state-dict keys (self_attn.in_proj_weight, ...,
+    linear1.weight, ..., norm2.bias) mapped to arrays."""
+    d_ff, d_model = np.shape(params["linear1.weight"])
+    layer = nn.TransformerEncoderLayer(d_model, num_heads, d_ff, dropout=0.0, activation="relu",
+                                       layer_norm_eps=eps, batch_first=True, norm_first=norm_first,
+                                       dtype=torch.float64)
+    layer.load_state_dict({name: _t(value) for name, value in params.items()}, strict=True)
+    return layer.eval()
+
+
+def run_encoder_layer(layer: nn.TransformerEncoderLayer, x, key_padding_mask=None) -> np.ndarray:
+    """(batch, seq, d_model) output of a reference encoder layer, on PyTorch's plain path.
+
+    key_padding_mask: (batch, seq) boolean, True = padding (nn.TransformerEncoderLayer's
+    convention). With the fast path off, padded positions get ordinary outputs too.
+    """
+    mask = None if key_padding_mask is None else torch.as_tensor(np.asarray(key_padding_mask), dtype=torch.bool)
+    with torch.no_grad(), no_fastpath():
+        return layer(_t(x), src_key_padding_mask=mask).numpy()
+
+
+def feed_forward_sublayer(layer: nn.TransformerEncoderLayer, x, norm_first: bool) -> np.ndarray:
+    """The second sub-layer of nn.TransformerEncoderLayer, as its forward composes it:
+    post-LN norm2(x + ff(x)), pre-LN x + ff(norm2(x)); ff is the layer's `_ff_block`."""
+    x = _t(x)
+    with torch.no_grad():
+        if norm_first:
+            return (x + layer._ff_block(layer.norm2(x))).numpy()
+        return layer.norm2(x + layer._ff_block(x)).numpy()

@@ -20,6 +20,7 @@ import contextlib
 import importlib
 import io
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -39,7 +40,29 @@ from nbgrader.utils import is_grade
 from . import kernel_side
 from .checks import CheckFailed
 
-NOBODY = 65534
+UID_LOCKS = Path(tempfile.gettempdir()) / "course-grading-uids"
+
+
+class KernelUser:
+    """A numeric uid of its own for one sandboxed kernel, so that RLIMIT_NPROC counts
+    that kernel's processes only (a fork bomb cannot starve other students' kernels).
+    The uid has no account; a lock file in UID_LOCKS keeps concurrent graders apart."""
+
+    def __init__(self):
+        UID_LOCKS.mkdir(mode=0o700, exist_ok=True)
+        rng = random.SystemRandom()
+        while True:
+            uid = rng.randrange(200_000, 2_000_000)
+            try:
+                os.close(os.open(UID_LOCKS / str(uid), os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                continue
+            self.uid = uid
+            return
+
+    def release(self):
+        with contextlib.suppress(OSError):
+            os.unlink(UID_LOCKS / str(self.uid))
 
 
 class SandboxUnavailable(RuntimeError):
@@ -48,7 +71,7 @@ class SandboxUnavailable(RuntimeError):
 
 # ----------------------------------------------------------------- the sandbox
 def sandbox_prefix(workdir: str, *, memory_bytes: int, max_processes: int, file_bytes: int,
-                   hidden: list[str]) -> list[str]:
+                   hidden: list[str], uid: int | None) -> list[str]:
     """The bwrap + setpriv + prlimit words that go before the kernel command."""
     bwrap = shutil.which("bwrap")
     if not bwrap:
@@ -87,9 +110,9 @@ def sandbox_prefix(workdir: str, *, memory_bytes: int, max_processes: int, file_
               "--unshare-net", "--unshare-ipc", "--unshare-uts", "--new-session",
               "--setenv", "HOME", workdir, "--setenv", "TMPDIR", workdir,
               "--setenv", "MPLCONFIGDIR", workdir, "--setenv", "PYTHONWARNINGS", "ignore", "--"]
-    if os.geteuid() == 0:
+    if uid is not None:
         # Root ignores RLIMIT_NPROC; an unprivileged uid makes the process limit real.
-        words += ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+        words += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
                   "--inh-caps=-all", "--bounding-set=-all", "--"]
     words += ["prlimit", f"--as={memory_bytes}", f"--nproc={max_processes}",
               f"--fsize={file_bytes}", "--"]
@@ -316,10 +339,11 @@ class SandboxedExecute(Execute):
                     shutil.copy(item, workdir)
                 elif item.is_dir() and not item.name.startswith("."):
                     shutil.copytree(item, Path(workdir) / item.name, symlinks=False)
-            if os.geteuid() == 0:  # the kernel runs as an unprivileged user: give it its copy
+            self._user = KernelUser() if os.geteuid() == 0 else None
+            if self._user:  # the kernel runs as an unprivileged user: give it its copy
                 for root, dirs, files in os.walk(workdir):
                     for name in [root] + [os.path.join(root, n) for n in dirs + files]:
-                        os.chown(name, NOBODY, NOBODY)
+                        os.chown(name, self._user.uid, self._user.uid)
             resources = dict(resources or {})
             resources["metadata"] = dict(resources.get("metadata", {}), path=workdir)
             self._workdir, self._deadline = workdir, time.monotonic() + self.notebook_timeout
@@ -332,6 +356,8 @@ class SandboxedExecute(Execute):
             return super().preprocess(nb, resources, km)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+            if getattr(self, "_user", None):
+                self._user.release()
 
     def _make_prefix(self, workdir, source_dir):
         import autograder
@@ -341,7 +367,8 @@ class SandboxedExecute(Execute):
         try:
             return sandbox_prefix(workdir, memory_bytes=self.memory_limit_mb * 2**20,
                                   max_processes=self.max_processes,
-                                  file_bytes=self.file_size_limit_mb * 2**20, hidden=hidden)
+                                  file_bytes=self.file_size_limit_mb * 2**20, hidden=hidden,
+                                  uid=self._user.uid if self._user else None)
         except SandboxUnavailable as why:
             if self.require_sandbox:
                 raise SandboxUnavailable(
@@ -357,7 +384,7 @@ class SandboxedExecute(Execute):
             km.prefix = self._prefix
             # Signals cannot cross into the sandbox's session: interrupt by message.
             km.kernel_spec.interrupt_mode = "message"
-            km.kernel_uid = NOBODY if os.geteuid() == 0 else None
+            km.kernel_uid = self._user.uid if self._user else None
             km.transport = "ipc"
             km.ip = os.path.join(self._workdir, "kernel-ipc")
             km.connection_file = os.path.join(self._workdir, "kernel.json")

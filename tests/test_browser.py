@@ -72,14 +72,26 @@ class _QuietHandler(SimpleHTTPRequestHandler):
         pass
 
 
+class serve:
+    """Serve a directory on 127.0.0.1 from a thread: `with serve(d) as base_url: ...`."""
+
+    def __init__(self, directory: Path):
+        self.server = ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(directory)))
+
+    def __enter__(self) -> str:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @pytest.fixture(scope="session")
 def base_url(site):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(site)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve(site) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -125,17 +137,18 @@ class Visit:
 
 
 @pytest.fixture
-def visit(browser, base_url):
+def visit(browser, request):
     """visit(path) loads a page in a fresh browser context and waits until it settled:
     network idle, MathJax done typesetting, images decoded."""
     contexts = []
 
-    def _visit(path: str) -> Visit:
+    def _visit(path: str, base: str | None = None) -> Visit:
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)
         page = context.new_page()
-        v = Visit(page=page, url=f"{base_url}/{path}")
+        # The book's server (and so the build) only when a test visits the book.
+        v = Visit(page=page, url=f"{base or request.getfixturevalue('base_url')}/{path}")
 
         def block(route):
             v.external.append(route.request.url)
@@ -278,7 +291,7 @@ def test_search_finds(visit, query, expected_page):
             f"searching {query!r} did not find {expected_page}: {hits}"
 
 
-def test_site_root_leads_to_the_title_page(visit, base_url):
+def test_site_root_leads_to_the_title_page(visit):
     v = visit("index.html")
     v.page.wait_for_url(f"**/{PAGES[0]}.html")
     assert not v.problems(), v.problems()
@@ -312,3 +325,23 @@ def test_launch_and_download_buttons_work(visit, name):
     # Outputs are not required: with `execute_notebooks: cache`, myst-nb 1.4 writes
     # the notebook it read (without the cached outputs) when it reuses the cache.
     assert not v.problems(), v.problems()
+
+
+def test_the_checks_catch_a_broken_page(visit, tmp_path):
+    """Test of the test: a CDN script, a console error, an exception, a missing image
+    and an untypeset formula are all reported."""
+    (tmp_path / "bad.html").write_text(
+        "<!DOCTYPE html><html><head>"
+        "<script src='https://cdn.example.org/mathjax/tex-chtml.js'></script>"
+        "<script>console.error('boom')</script><script>undefinedFunction()</script>"
+        "</head><body><img src='missing.png'><span class='math'>\\(x^2\\)</span></body></html>")
+    with serve(tmp_path) as base:
+        v = visit("bad.html", base=base)
+        problems = "\n".join(v.problems())
+        assert "request to another host: https://cdn.example.org/mathjax/tex-chtml.js" in problems
+        assert "console error: boom" in problems
+        assert "uncaught exception:" in problems and "undefinedFunction" in problems
+        assert "missing.png (HTTP 404)" in problems
+        assert broken_images(v.page) == ["missing.png"]
+        math = untypeset_math(v.page)
+        assert math["total"] == 1 and len(math["untypeset"]) == 1 and not math["mathjax"]

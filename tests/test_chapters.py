@@ -71,9 +71,10 @@ def glued(nb) -> dict[str, str]:
     values = {}
     for cell in nb.cells:
         for out in cell.get("outputs", []):
-            name = out.get("metadata", {}).get("scrapbook", {}).get("name")
-            if name:
-                text = out.get("data", {}).get("text/plain", "")
+            record = out.get("metadata", {}).get("scrapbook", {})
+            if record.get("name"):
+                name = record["name"]
+                text = out.get("data", {}).get(record.get("mime_prefix", "") + "text/plain", "")
                 values[name] = re.sub(r"^np\.\w+\((.*)\)$", r"\1", text.strip())
     return values
 

@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from nbgrader_harness import (RELEASE, Course, assignments, graded_cells, nbgrader_cells,
+from nbgrader_harness import (RELEASE, SOLUTIONS, Course, assignments, graded_cells, nbgrader_cells,
                               notebooks, read_notebook, solution_code)
 
 
@@ -90,3 +90,16 @@ def test_class_end_to_end(tmp_path):
     blank_feedback = "".join(p.read_text() for p in (course.root / "feedback" / "cyd" / assignment).glob("*.html"))
     assert "not implemented yet" in blank_feedback
     assert not re.search(r"BEGIN (SOLUTION|HIDDEN TESTS)", blank_feedback)
+
+
+@pytest.mark.parametrize("assignment", assignments())
+def test_test_cells_only_call_the_check_api(assignment):
+    """The grader judges test cells outside the student's kernel by reading them: they
+    may only import checks from autograder.assignments and call them."""
+    from autograder.sandbox import parse_test_cell
+
+    for nb in notebooks(assignment):
+        source = read_notebook(SOLUTIONS / assignment / f"{nb}.ipynb")
+        for gid, cell in nbgrader_cells(source).items():
+            if cell.metadata["nbgrader"].get("grade") and cell.cell_type == "code":
+                assert parse_test_cell(cell.source), f"{assignment}/{nb}: {gid} calls no check"

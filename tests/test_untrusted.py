@@ -97,9 +97,11 @@ def _cell_stdout(course, student) -> str:
 
 
 def _orphans() -> list[str]:
-    """Sandbox processes whose grading folder is gone (other runs' live kernels are not)."""
+    """Sandbox processes (kernels and whatever they forked, which share their command
+    line) whose grading folder is gone; other runs' live kernels are not orphans."""
     found = []
-    for line in subprocess.run(["pgrep", "-u", "65534", "-a"], capture_output=True, text=True).stdout.splitlines():
+    for line in subprocess.run(["pgrep", "-a", "-f", "course-grading-"], capture_output=True,
+                               text=True).stdout.splitlines():
         words = line.split()
         if "-f" in words and not Path(words[words.index("-f") + 1]).parent.exists():
             found.append(line)

@@ -33,8 +33,9 @@ import numpy as np
 import torch
 
 from autograder import inputs, reference
-from autograder.checks import (as_array, call_student, context, diagnose, expect_close, expect_shape, fail,
-                               load_student_state, passed, student_method, student_state)
+from autograder.checks import (CheckFailed, as_array, call_student, context, diagnose, expect_close,
+                               expect_shape, fail, load_student_state, passed, student_method, student_state,
+                               submodule_types)
 
 __all__ = ["check_layer_norm", "check_feed_forward_sublayer", "check_encoder_layer_post_ln",
            "check_encoder_layer_pre_ln"]
@@ -47,6 +48,27 @@ PARAMS = ("self_attn.in_proj_weight", "self_attn.in_proj_bias", "self_attn.out_p
           "norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias")
 
 Evidence = dict  # plain Python: ints, floats, strings, NumPy arrays
+
+# PyTorch classes the from-scratch parts may not contain (qualified names, as
+# `submodule_types` reports them).
+BUILT_IN = {"torch.nn.modules.normalization.LayerNorm": "torch.nn.LayerNorm",
+            "torch.nn.modules.transformer.TransformerEncoderLayer": "torch.nn.TransformerEncoderLayer",
+            "torch.nn.modules.transformer.TransformerEncoder": "torch.nn.TransformerEncoder",
+            "torch.nn.modules.transformer.Transformer": "torch.nn.Transformer"}
+MHA = "torch.nn.modules.activation.MultiheadAttention"
+
+
+def _reject_built_ins(module, what: str) -> dict[str, str]:
+    """Fail if the student's module holds a built-in LayerNorm or Transformer layer; return
+    its submodule types."""
+    types = submodule_types(module)
+    for name, kind in types.items():
+        if kind in BUILT_IN:
+            where = f"self.{name}" if name else "your class itself"
+            fail(f"{what}: {where} is a {BUILT_IN[kind]}. This exercise asks you to implement it from "
+                 f"scratch (your own LayerNorm class); the built-in is the reference the tests compare "
+                 f"you with, so they give no points for using it.")
+    return types
 
 
 def _t(x: np.ndarray) -> torch.Tensor:
@@ -97,6 +119,7 @@ def collect_layer_norm(cls, hidden: bool = False) -> Evidence:
         eps_text = "" if c["eps"] is None else f", eps={c['eps']:.3g}"
         what = f"LayerNorm({d}{eps_text})"
         module = call_student(cls, d, what=what, forbid=FORBID, **args)
+        _reject_built_ins(module, what)
         state = student_state(module, what)
         for name in ("weight", "bias"):
             if name not in state:
@@ -197,6 +220,10 @@ def _build_layer(cls, s: dict, norm_first: bool, r) -> tuple[object, dict[str, n
     what = _describe(s, norm_first)
     module = call_student(cls, s["d_model"], s["num_heads"], s["d_ff"], norm_first=norm_first, what=what,
                           forbid=FORBID)
+    types = _reject_built_ins(module, what)
+    if "self_attn" in types and types["self_attn"] != MHA:
+        fail(f"{what}: self.self_attn is a {types['self_attn']}; use nn.MultiheadAttention(d_model, num_heads, "
+             f"batch_first=True), whose parameters the tests copy into nn.TransformerEncoderLayer.")
     state = student_state(module, what)
     shapes = _expected_shapes(s)
     missing = [name for name in PARAMS if name not in state]
@@ -237,12 +264,45 @@ def collect_encoder_layer(cls, norm_first: bool, hidden: bool = False) -> Eviden
                  dict(label=f"key_padding_mask (True = padding) with lengths {(~mask).sum(axis=1).tolist()}",
                       x=x, mask=mask)]
     for sc in scenarios:
-        sc["got"] = _run(module, sc["x"], sc["mask"], what)
+        # A failure is kept and reported by the judge in scenario order, so the student hears
+        # about the first scenario that goes wrong (and the maskless one can name the mistake).
+        sc["got"] = sc["error"] = None
+        try:
+            sc["got"] = _run(module, sc["x"], sc["mask"], what)
+        except CheckFailed as failure:
+            sc["error"] = str(failure).strip()
     return dict(hidden=hidden, sizes=s, norm_first=norm_first, what=what, params=params, scenarios=scenarios)
 
 
 def _reference(params, s, norm_first) -> torch.nn.TransformerEncoderLayer:
     return reference.encoder_layer_from(params, s["num_heads"], norm_first)
+
+
+# How one sub-layer f is wrapped with its norm: the two right ways, and classic wrong ones.
+_WRAP = {"post": lambda x, f, norm: norm(x + f(x)), "pre": lambda x, f, norm: x + f(norm(x))}
+_WRONG_WRAPS = {
+    "post": {
+        "no residual, norm(sublayer(x)) instead of norm(x + sublayer(x))": lambda x, f, norm: norm(f(x)),
+        "the residual sum was not normalized, x + sublayer(x) instead of norm(x + sublayer(x))":
+            lambda x, f, norm: x + f(x),
+    },
+    "pre": {
+        "no residual, sublayer(norm(x)) instead of x + sublayer(norm(x))": lambda x, f, norm: f(norm(x)),
+        "the residual adds the normalized x, norm(x) + sublayer(norm(x)); pre-LN adds the sub-layer's "
+        "output to the original x": lambda x, f, norm: norm(x) + f(norm(x)),
+        "the norm was applied both before and after, norm(x + sublayer(norm(x))); pre-LN normalizes only "
+        "the sub-layer's input": lambda x, f, norm: norm(x + f(norm(x))),
+    },
+}
+
+
+def _composed(layer, x: np.ndarray, mask, attention_wrap, feed_forward_wrap) -> np.ndarray:
+    """The reference layer's own sub-layers (`_sa_block`, `_ff_block`, norm1, norm2), wrapped
+    the given ways: used to name a student's mistake, never as the expected answer."""
+    m = None if mask is None else _t(mask)
+    with torch.no_grad(), reference.no_fastpath():
+        h = attention_wrap(_t(x), lambda z: layer._sa_block(z, None, m), layer.norm1)
+        return feed_forward_wrap(h, layer._ff_block, layer.norm2).numpy()
 
 
 def _encoder_mistakes(ev: Evidence, sc: dict) -> dict[str, np.ndarray]:
@@ -252,6 +312,12 @@ def _encoder_mistakes(ev: Evidence, sc: dict) -> dict[str, np.ndarray]:
     mistakes = {f"this is the {swapped} layer: post-LN (norm_first=False) normalizes after each residual "
                 f"sum, x = norm(x + sublayer(x)); pre-LN (norm_first=True) normalizes each sub-layer's "
                 f"input, x = x + sublayer(norm(x))": run(_reference(params, s, not nf), x, mask)}
+    layer, form = _reference(params, s, nf), ("pre" if nf else "post")
+    right = _WRAP[form]
+    for hint, wrong in _WRONG_WRAPS[form].items():
+        mistakes[f"in the feed-forward sub-layer: {hint}"] = _composed(layer, x, mask, right, wrong)
+        mistakes[f"in the attention sub-layer: {hint}"] = _composed(layer, x, mask, wrong, right)
+        mistakes[f"in both sub-layers: {hint}"] = _composed(layer, x, mask, wrong, wrong)
     if mask is not None:
         mistakes["the key_padding_mask was ignored: pass it to self.self_attn(..., key_padding_mask=...)"] = \
             run(_reference(params, s, nf), x, None)
@@ -265,16 +331,23 @@ def _encoder_mistakes(ev: Evidence, sc: dict) -> dict[str, np.ndarray]:
 def judge_encoder_layer(ev: Evidence) -> None:
     ref = _reference(ev["params"], ev["sizes"], ev["norm_first"])
     for sc in ev["scenarios"]:
+        if sc["error"]:
+            fail(sc["error"])
         expected = reference.run_encoder_layer(ref, sc["x"], sc["mask"])
         got = sc["got"]
         with context(before=f"Test case: {ev['what']}, x of shape {sc['x'].shape}, {sc['label']}"
                             f"{', sizes drawn at grading time' if ev['hidden'] else ''}."):
             expect_shape(got, expected.shape, "Your layer's output", "An encoder layer keeps the shape "
                                                                      "(batch, seq, d_model).")
+            # Padded positions are set to 0 on both sides: only real positions are compared.
             keep = np.ones(got.shape[:2], dtype=bool) if sc["mask"] is None else ~sc["mask"]
+
+            def real(a):
+                return np.where(keep[..., None], a, 0.0)
+
             where = "" if sc["mask"] is None else " (at the real, non-padded positions)"
-            hint = diagnose(got[keep], {k: v[keep] for k, v in _encoder_mistakes(ev, sc).items()}, atol=ATOL)
-            expect_close(got[keep], expected[keep], f"Your layer's output{where}", atol=ATOL, rtol=RTOL,
+            hint = diagnose(real(got), {k: real(v) for k, v in _encoder_mistakes(ev, sc).items()}, atol=ATOL)
+            expect_close(real(got), real(expected), f"Your layer's output{where}", atol=ATOL, rtol=RTOL,
                          hint=hint or LAYER_NORM_FIRST)
     passed(f"{ev['what']} matches nn.TransformerEncoderLayer with your parameters, with and without a "
            f"padding mask{', sizes drawn at grading time' if ev['hidden'] else ''}.")

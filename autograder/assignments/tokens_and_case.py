@@ -497,9 +497,9 @@ def judge_query_vectors(ev: Evidence) -> None:
     for c in ev["cases"]:
         expected, got = _expected_queries(c), c["got"]
         with context(before=f"Test case: {c['label']}; {_describe(c)}."):
-            expect_shape(got, expected.shape, "Your query vectors",
+            expect_shape(got, expected.shape, "Your output (the query vectors)",
                          "(batch, seq) ids give (batch, seq, d_k) queries: one d_k-vector per token.")
-            expect_close(got, expected, "Your query vectors", atol=ATOL, rtol=RTOL,
+            expect_close(got, expected, "Your output (the query vectors)", atol=ATOL, rtol=RTOL,
                          hint=diagnose(got, _query_mistakes(c), atol=ATOL)
                          or "Expected self.w_q(self.embedding(ids) + pos_encoding[:seq]).")
     passed(f"QueryVectors matches nn.Embedding + positions + nn.Linear with your parameters on "

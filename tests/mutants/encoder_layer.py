@@ -54,6 +54,11 @@ MUTANTS = [
     Mutant("padding-mask-ignored", NB, _edit("encoder_layer", (_ATTN_MASK,
                                                                "out, _ = self.self_attn(h, h, h, need_weights=False)")),
            must_fail=(POST, PRE), says="key_padding_mask was ignored", must_pass=(LN, FF)),
+    # When grading, answer cells are also scanned for the built-in's name, so this costs the
+    # LayerNorm test too; locally the tripwire and the submodule check catch it.
+    Mutant("norm-is-nn-layernorm", NB, _edit("encoder_layer", ("self.norm1 = LayerNorm(d_model)",
+                                                               "self.norm1 = nn.LayerNorm(d_model)")),
+           must_fail=(FF, POST, PRE), says="from scratch"),
     Mutant("attention-not-batch-first", NB, _edit("encoder_layer", (
         "nn.MultiheadAttention(d_model, num_heads, batch_first=True)", "nn.MultiheadAttention(d_model, num_heads)")),
            must_fail=(POST, PRE), says="batch_first=True", must_pass=(LN, FF)),
