@@ -27,3 +27,19 @@ def mutants_for(assignment: str) -> list[Mutant]:
     except ModuleNotFoundError:
         return []
     return list(module.MUTANTS)
+
+
+def edit_solution(assignment: str, notebook: str, cell: str, *pairs: tuple[str, str]) -> dict[str, str]:
+    """{cell: the instructor's solution code of `cell` with each (old, new) edit applied}.
+
+    An edit whose `old` text is not found exactly once fails loudly, so a mutant never
+    silently turns back into the solution when the solution changes.
+    """
+    from nbgrader_harness import solution_code
+
+    code = solution_code(assignment, notebook)[cell]
+    for old, new in pairs:
+        if code.count(old) != 1:
+            raise AssertionError(f"mutant edit does not apply to {assignment}/{cell}: {old!r}")
+        code = code.replace(old, new)
+    return {cell: code}

@@ -5,22 +5,15 @@ fails loudly if the solution changes and an edit no longer applies).
 """
 from __future__ import annotations
 
-from mutants import Mutant
-from nbgrader_harness import solution_code
+from mutants import Mutant, edit_solution
 
 NB = "encoder_layer"
 LN, FF, POST, PRE = ("test_layer_norm", "test_feed_forward_sublayer", "test_encoder_layer_post_ln",
                      "test_encoder_layer_pre_ln")
-_CODE = solution_code("encoder-layer", NB)
 
 
 def _edit(cell: str, *pairs: tuple[str, str]) -> dict[str, str]:
-    code = _CODE[cell]
-    for old, new in pairs:
-        if code.count(old) != 1:
-            raise AssertionError(f"mutant edit does not apply to the solution: {old!r}")
-        code = code.replace(old, new)
-    return {cell: code}
+    return edit_solution("encoder-layer", NB, cell, *pairs)
 
 
 _SQRT = "x_hat = (x - mean) / torch.sqrt(var + self.eps)"

@@ -6,8 +6,7 @@ edit no longer applies), except the two that call PyTorch's built-ins.
 """
 from __future__ import annotations
 
-from mutants import Mutant
-from nbgrader_harness import solution_code
+from mutants import Mutant, edit_solution
 
 NB = "multi_head_attention"
 CELL = "multi_head_attention_class"
@@ -15,16 +14,10 @@ SPLIT, MERGE, FORWARD = "test_split_heads", "test_merge_heads", "test_forward_ou
 PADDING, ATTN_MASK, WEIGHTS = "test_key_padding_mask", "test_attn_mask", "test_attention_weights"
 ALL = (SPLIT, MERGE, FORWARD, PADDING, ATTN_MASK, WEIGHTS)
 
-_SOLUTION = solution_code("multi-head-attention", NB)[CELL]
 
 
 def _edit(*pairs: tuple[str, str]) -> dict[str, str]:
-    code = _SOLUTION
-    for old, new in pairs:
-        if code.count(old) != 1:
-            raise AssertionError(f"mutant edit does not apply to the solution: {old!r}")
-        code = code.replace(old, new)
-    return {CELL: code}
+    return edit_solution("multi-head-attention", NB, CELL, *pairs)
 
 
 _SCORES = "scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.d_k)"
