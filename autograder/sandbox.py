@@ -35,7 +35,7 @@ from nbformat.v4 import new_code_cell, new_output
 from traitlets import Bool, Float, Integer, List, Unicode
 
 from nbgrader.preprocessors import Execute
-from nbgrader.utils import is_grade
+from nbgrader.utils import is_grade, is_solution
 
 from . import kernel_side
 from .checks import CheckFailed
@@ -81,7 +81,8 @@ def sandbox_prefix(workdir: str, *, memory_bytes: int, max_processes: int, file_
     for tool in ("prlimit", "setpriv"):
         if not shutil.which(tool):
             raise SandboxUnavailable(f"`{tool}` (util-linux) is not installed")
-    hidden_roots = sorted({Path(os.path.realpath(p)) for p in hidden if os.path.exists(p)})
+    hidden_roots = sorted({Path(os.path.realpath(p)) for p in hidden
+                           if os.path.exists(p) and os.path.realpath(p) != "/"})
     exposed = sorted({Path(os.path.realpath(p)) for p in (
         sys.prefix, sys.base_prefix, os.path.dirname(autograder.__file__),
         # a venv's python is often a symlink into the base installation
@@ -107,6 +108,8 @@ def sandbox_prefix(workdir: str, *, memory_bytes: int, max_processes: int, file_
               # A pid namespace: when the kernel ends, everything it started ends with it.
               # ipykernel quits if it polls a parent pid it cannot see, so that is unset.
               "--unshare-pid", "--unsetenv", "JPY_PARENT_PID",
+              # and when the grader dies (a killed worker), the sandbox dies with it.
+              "--die-with-parent",
               "--unshare-net", "--unshare-ipc", "--unshare-uts", "--new-session",
               "--setenv", "HOME", workdir, "--setenv", "TMPDIR", workdir,
               "--setenv", "MPLCONFIGDIR", workdir, "--setenv", "PYTHONWARNINGS", "ignore", "--"]
@@ -408,7 +411,7 @@ class SandboxedExecute(Execute):
                 f"Not run: the notebook's kernel died earlier ({self._died}). Did your code call "
                 f"os._exit, crash the interpreter, or exceed the memory limit?"), traceback=[])]
             return cell, resources
-        if self.judge_outside_kernel and is_grade(cell):
+        if self.judge_outside_kernel and is_grade(cell) and not is_solution(cell):  # a test cell
             outputs = run_test_cell(cell.source, KernelChannel(self, index))
             cell.outputs = outputs
             self.nb.cells[index] = cell  # nbclient put each request's cell at this index

@@ -61,10 +61,12 @@ def solution_code(assignment: str, notebook: str) -> dict[str, str]:
 
 
 def graded_cells(assignment: str, notebook: str) -> dict[str, float]:
-    """{grade_id: points} of the autograded test cells of a source notebook."""
+    """{grade_id: points} of the autograded test cells of a source notebook (graded code
+    cells that are not answers; manually graded answers are left out)."""
     nb = read_notebook(SOLUTIONS / assignment / f"{notebook}.ipynb")
     return {gid: float(c.metadata["nbgrader"]["points"]) for gid, c in nbgrader_cells(nb).items()
-            if c.metadata["nbgrader"].get("grade") and c.cell_type == "code"}
+            if c.metadata["nbgrader"].get("grade") and not c.metadata["nbgrader"].get("solution")
+            and c.cell_type == "code"}
 
 
 @dataclass

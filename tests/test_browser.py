@@ -27,6 +27,10 @@ import pytest
 
 from site_build import REPO, SiteBuildError, built_site, toc_pages
 
+
+# Module-scoped work (executions, builds) happens once: keep the module on one xdist worker.
+pytestmark = pytest.mark.xdist_group("site")
+
 PAGES = toc_pages()
 SCORING_CHAPTER = "book/03_attention_scores"
 ARTIFACTS = REPO / "test-artifacts"

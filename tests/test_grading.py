@@ -12,12 +12,21 @@ import pytest
 from mutants import mutants_for
 from nbgrader_harness import Course, assignments, graded_cells, notebooks
 
-ASSIGNMENTS = assignments()
+# Under pytest-xdist (`--dist loadgroup`), all tests of one assignment share a worker,
+# so each assignment is graded once.
+ASSIGNMENTS = [pytest.param(a, id=a, marks=pytest.mark.xdist_group(f"grading-{a}")) for a in assignments()]
+pytestmark = pytest.mark.parametrize("assignment", ASSIGNMENTS)
+_graded: dict = {}
 
 
-@pytest.fixture(scope="module", params=ASSIGNMENTS)
-def graded(request, tmp_path_factory):
-    a = request.param
+@pytest.fixture
+def graded(assignment, tmp_path_factory):
+    if assignment not in _graded:
+        _graded[assignment] = _grade_class(assignment, tmp_path_factory)
+    return _graded[assignment]
+
+
+def _grade_class(a, tmp_path_factory):
     course = Course.create(tmp_path_factory.mktemp(a), [a])
     for nb in notebooks(a):
         course.submit_solution("solution", a, nb)

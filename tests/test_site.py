@@ -19,6 +19,10 @@ import pytest
 
 from site_build import REPO, SiteBuildError, built_site, toc_pages
 
+
+# Module-scoped work (executions, builds) happens once: keep the module on one xdist worker.
+pytestmark = pytest.mark.xdist_group("site")
+
 # nbgrader's region markers: the student version never shows them.
 FORBIDDEN_MARKERS = [
     "BEGIN SOLUTION", "END SOLUTION",

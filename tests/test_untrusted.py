@@ -19,8 +19,9 @@ import pytest
 from hostile import ALL_TESTS, ASSIGNMENT, HOSTILE, NOTEBOOK
 from nbgrader_harness import Course, graded_cells, read_notebook, solution_code
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None,
-                                reason="bubblewrap is not installed (apt-get install bubblewrap)")
+pytestmark = [pytest.mark.skipif(shutil.which("bwrap") is None,
+                                 reason="bubblewrap is not installed (apt-get install bubblewrap)"),
+              pytest.mark.xdist_group("untrusted")]  # one batch, graded once
 
 # Small limits so the loop and the flood cost seconds, not minutes.
 LIMITS = ("--Execute.timeout=20", "--SandboxedExecute.notebook_timeout=120")

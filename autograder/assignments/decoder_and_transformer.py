@@ -204,19 +204,28 @@ def _layer_mistakes(ref: nn.TransformerDecoderLayer, tgt, memory, mask, pad) -> 
         with _patched(ref, _mha_block=lambda x, mem, am, kpm, ic=False: mha(x, x, None, None, False)):
             out["the cross-attention takes its keys and values from the decoder's own sequence; they must "
                 "come from the encoder's output: multihead_attn(x, memory, memory)"] = run(ref, tgt, memory, mask, pad_t)
-        with _patched(ref, _sa_block=lambda x, *a: sa(x, *a) - x, _mha_block=lambda x, *a: mha(x, *a) - x,
-                      _ff_block=lambda x: ff(x) - x):
-            out["the residual connections are missing: each sub-layer's input must be added to its output "
-                "(x + sublayer(...))"] = run(ref, tgt, memory, mask, pad_t)
+        m = None if mask is None else _t(mask)
+        with torch.no_grad(), reference.no_fastpath():
+            x, mem = _t(tgt), _t(memory)
+            if ref.norm_first:  # no residual: each sub-layer's output replaces x
+                x = sa(ref.norm1(x), m, None)
+                x = mha(ref.norm2(x), mem, None, pad_t)
+                x = ff(ref.norm3(x))
+            else:
+                x = ref.norm1(sa(x, m, None))
+                x = ref.norm2(mha(x, mem, None, pad_t))
+                x = ref.norm3(ff(x))
+        out["the residual connections are missing: each sub-layer's input must be added to its output "
+            "(x + sublayer(...))"] = x.numpy()
     except AttributeError:
         pass
+    if ref.norm_first:
+        hint = ("this is the post-LN layer, norm(x + sublayer(x)); with norm_first=True each sub-layer's "
+                "input is normalized: x + sublayer(norm(x))")
+    else:
+        hint = ("this is the pre-LN layer, x + sublayer(norm(x)); with norm_first=False (the paper's "
+                "post-LN) the residual sum is normalized: norm(x + sublayer(x))")
     with _patched(ref, norm_first=not ref.norm_first):
-        if ref.norm_first:
-            hint = ("this is the post-LN layer, norm(x + sublayer(x)); with norm_first=True each sub-layer's "
-                    "input is normalized: x + sublayer(norm(x))")
-        else:
-            hint = ("this is the pre-LN layer, x + sublayer(norm(x)); with norm_first=False (the paper's "
-                    "post-LN) the residual sum is normalized: norm(x + sublayer(x))")
         out[hint] = run(ref, tgt, memory, mask, pad_t)
     return out
 

@@ -1,0 +1,329 @@
+"""`python -m autograder.grade_class`: a whole class graded in parallel, on the sandboxed
+path, into nbgrader's own gradebook.
+
+One small class of the attention-scores assignment (correct, blank, a classic mistake,
+a forged verdict, a file that is not a notebook) is graded twice: by the stock
+`nbgrader autograde` and by the parallel command. Both must leave the same scores and
+comments in the gradebook, nbgrader's feedback and export must work on the result, a
+rerun must skip what is graded, and `--student X --regrade` must touch X only. The same
+is checked with a PostgreSQL gradebook (a throwaway server started here) and on a real
+Dask cluster (a scheduler and two workers on 127.0.0.1), one of whose workers is killed
+while it grades.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from hostile import HOSTILE
+from mutants import mutants_for
+from nbgrader_harness import REPO, Course, read_notebook, solution_code
+
+pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None,
+                                reason="bubblewrap is not installed (apt-get install bubblewrap)")
+
+A, NB = "attention-scores", "attention_scores"
+LIMITS = ("--Execute.timeout=30", "--SandboxedExecute.notebook_timeout=120")
+STUDENTS = ("correct", "blank", "k-not-transposed", "forge-numpy", "invalid-json")
+
+
+def _submit(course: Course, student: str, kind: str | None = None) -> None:
+    """Hand in a notebook of the given kind (default: the student id names the kind)."""
+    kind = kind or student
+    if kind == "correct":
+        course.submit_solution(student, A, NB)
+    elif kind == "blank":
+        course.submit(student, A, NB)
+    elif kind in {m.name for m in mutants_for(A)}:
+        mutant = next(m for m in mutants_for(A) if m.name == kind)
+        course.submit_solution(student, A, NB, mutant.replace)
+    else:
+        hostile = next(h for h in HOSTILE if h.name == kind)
+        release = json.loads(course.release_path(A, NB).read_text())
+        path = course.submission_path(student, A, NB)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(hostile.make(solution_code(A, NB), release))
+
+
+def grade_class(course: Course, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """The documented command, run from the course root."""
+    proc = subprocess.run([sys.executable, "-m", "autograder.grade_class", A, *args, *LIMITS],
+                          cwd=course.root, capture_output=True, text=True, timeout=900,
+                          env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    if check and proc.returncode:
+        raise AssertionError(f"grade_class failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def gradebook_state(db_url: str) -> dict:
+    """{student: {grade_id: (auto_score, max_score, needs_manual_grade, auto_comment)}}."""
+    from nbgrader.api import Gradebook
+
+    state = {}
+    with Gradebook(db_url) as gb:
+        for student in gb.students:
+            try:
+                submission = gb.find_submission(A, student.id)
+            except Exception:
+                continue
+            for nb in submission.notebooks:
+                comments = {c.name: c.auto_comment for c in nb.comments}
+                for g in nb.grades:
+                    state.setdefault(student.id, {})[g.name] = (
+                        g.auto_score, g.max_score, g.needs_manual_grade, comments.get(g.name))
+    return state
+
+
+def sqlite_url(course: Course) -> str:
+    return f"sqlite:///{course.root / 'gradebook.db'}"
+
+
+@pytest.fixture(scope="module")
+def classes(tmp_path_factory):
+    """(stock course, parallel course, the parallel run), with the same submissions."""
+    base = tmp_path_factory.mktemp("grade-class")
+    stock = Course.create(base / "stock", [A])
+    for student in STUDENTS:
+        _submit(stock, student)
+    shutil.copytree(stock.root, base / "parallel")
+    parallel = Course(base / "parallel", [A])
+    run = grade_class(parallel, "--workers", "2")
+    stock.nbgrader("autograde", A, "--create", "--force", *LIMITS, check=False)
+    return stock, parallel, run
+
+
+def test_parallel_equals_stock_autograde(classes):
+    stock, parallel, run = classes
+    assert run.returncode == 1, "a file that is not a notebook must make the command fail"
+    assert "FAILED attention-scores/invalid-json" in run.stderr, run.stderr[-3000:]
+    assert "graded 4, skipped 0, failed 1" in run.stderr, run.stderr[-3000:]
+    want, got = gradebook_state(sqlite_url(stock)), gradebook_state(sqlite_url(parallel))
+    assert got == want
+    assert got["correct"]["test_softmax_hidden"][0] == 2.5
+    assert got["k-not-transposed"]["test_dot_product_scores_hidden"][0] == 0
+    assert got["forge-numpy"]["test_softmax_public"][0] == 0
+    for student in STUDENTS[:-1]:  # the autograded notebooks: same cells, verdicts by the grader
+        a = read_notebook(stock.root / "autograded" / student / A / f"{NB}.ipynb")
+        b = read_notebook(parallel.root / "autograded" / student / A / f"{NB}.ipynb")
+        assert [c.source for c in a.cells] == [c.source for c in b.cells]
+        assert ([[o.get("ename") for o in c.get("outputs", [])] for c in a.cells if c.cell_type == "code"]
+                == [[o.get("ename") for o in c.get("outputs", [])] for c in b.cells if c.cell_type == "code"])
+    # nbgrader's own tools read the result unchanged
+    parallel.nbgrader("generate_feedback", A)
+    assert (parallel.root / "feedback" / "correct" / A / f"{NB}.html").exists()
+    rows = {r["student_id"]: r["score"] for r in parallel.export_csv()}
+    assert rows == {r["student_id"]: r["score"] for r in stock.export_csv()}
+    assert float(rows["correct"]) == 10.0
+
+
+def test_rerun_skips_and_regrades_one_student_only(classes):
+    _, parallel, _ = classes
+    before = gradebook_state(sqlite_url(parallel))
+    run = grade_class(parallel, "--workers", "2")
+    assert "graded 0, skipped 4, failed 1" in run.stderr, run.stderr[-3000:]  # invalid-json again
+    mtimes = {s: (parallel.root / "autograded" / s / A / f"{NB}.ipynb").stat().st_mtime_ns
+              for s in STUDENTS[:-1]}
+    run = grade_class(parallel, "--student", "k-not-transposed", "--regrade", check=True)
+    assert "graded 1, skipped 0, failed 0" in run.stderr, run.stderr[-3000:]
+    after = {s: (parallel.root / "autograded" / s / A / f"{NB}.ipynb").stat().st_mtime_ns
+             for s in STUDENTS[:-1]}
+    assert after["k-not-transposed"] != mtimes["k-not-transposed"]
+    assert {s: t for s, t in after.items() if s != "k-not-transposed"} == \
+           {s: t for s, t in mtimes.items() if s != "k-not-transposed"}
+    assert gradebook_state(sqlite_url(parallel)) == before
+
+
+# ------------------------------------------------------------------ PostgreSQL
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pg_bin(tool: str) -> str | None:
+    found = shutil.which(tool)
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{tool}"))
+    return str(candidates[-1]) if candidates else None
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throwaway PostgreSQL server on 127.0.0.1, run as the `postgres` user when we are
+    root (the server refuses to run as root); yields a database URL."""
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL is not installed (apt-get install postgresql)")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    pytest.importorskip("psycopg2")
+    data = Path(tempfile.mkdtemp(prefix="course-pg-", dir="/tmp"))
+    os.chmod(data, 0o755)
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+    cluster = data / "cluster"
+    subprocess.run([*as_user, initdb, "-D", str(cluster), "-A", "trust", "-U", "postgres", "-E", "UTF8"],
+                   check=True, capture_output=True, timeout=120)
+    subprocess.run([*as_user, pg_ctl, "-D", str(cluster), "-l", str(data / "log"), "-w", "-o",
+                    f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"],
+                   check=True, capture_output=True, timeout=120)
+    try:
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
+        conn.autocommit = True
+        conn.cursor().execute("CREATE DATABASE gradebook")
+        conn.close()
+        # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3: name the driver installed.
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/gradebook"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(cluster), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=120)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_postgresql_gradebook(classes, postgres, tmp_path):
+    stock = classes[0]
+    root = tmp_path / "course"
+    root.mkdir()
+    config = (REPO / "nbgrader_config.py").read_text() + f"\nc.CourseDirectory.db_url = {postgres!r}\n"
+    (root / "nbgrader_config.py").write_text(config)
+    shutil.copytree(REPO / "solutions" / A, root / "solutions" / A)
+    course = Course(root, [A])
+    course.nbgrader("db", "assignment", "add", A)
+    course.nbgrader("generate_assignment", A, "--force")
+    students = ("correct", "blank", "k-not-transposed")
+    for student in students:
+        _submit(course, student)
+    run = grade_class(course, "--workers", "2", check=True)
+    assert "graded 3, skipped 0, failed 0" in run.stderr, run.stderr[-3000:]
+    assert not (root / "gradebook.db").exists(), "the SQLite default was used instead of db_url"
+    want = gradebook_state(sqlite_url(stock))
+    assert gradebook_state(postgres) == {s: want[s] for s in students}
+    rows = {r["student_id"]: r["score"] for r in course.export_csv()}
+    assert rows == {r["student_id"]: r["score"] for r in stock.export_csv() if r["student_id"] in students}
+
+
+# ------------------------------------------------------------------ Dask
+def _descendants(pid: int) -> list[int]:
+    from autograder.sandbox import descendants
+
+    return descendants(pid)
+
+
+def _wait_for_port(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """`dask scheduler` and two `dask worker` processes on 127.0.0.1 (no nanny, so that
+    killing a worker kills it for good). Yields (address, [worker Popen])."""
+    pytest.importorskip("distributed")
+    dask = str(Path(sys.executable).parent / "dask")
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    procs = []
+    logs = []
+
+    def start(*args):
+        log = open(tmp_path / f"dask-{len(procs)}.log", "w")
+        logs.append(log)
+        procs.append(subprocess.Popen([dask, *args], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+                                      env=dict(os.environ, PYTHONWARNINGS="ignore")))
+        return procs[-1]
+
+    start("scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard")
+    _wait_for_port(port)
+    workers = [start("worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                     "--host", "127.0.0.1", "--name", f"w{i}") for i in range(2)]
+    from distributed import Client
+
+    with Client(address, timeout=60) as client:
+        client.wait_for_workers(2, timeout=120)
+    try:
+        yield address, workers
+    finally:
+        for proc in reversed(procs):
+            leftovers = _descendants(proc.pid)
+            proc.kill()
+            proc.wait(timeout=30)
+            for pid in leftovers:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        for log in logs:
+            log.close()
+
+
+def test_dask_cluster_survives_a_worker_killed_mid_grade(classes, dask_cluster, tmp_path):
+    stock = classes[0]
+    address, workers = dask_cluster
+    course = Course.create(tmp_path / "course", [A])
+    kinds = ("correct", "blank", "k-not-transposed", "forge-numpy") * 2
+    students = [f"{kind}-{i}" for i, kind in enumerate(kinds)]
+    for student, kind in zip(students, kinds):
+        _submit(course, student, kind)
+    proc = subprocess.Popen([sys.executable, "-m", "autograder.grade_class", A, "--scheduler", address,
+                             *LIMITS], cwd=course.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    # Kill worker 0 while one of its sandboxed kernels is running (it is grading).
+    victim, kernels = workers[0], []
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        kernels = [p for p in _descendants(victim.pid) if _is_kernel(p)]
+        if kernels:
+            break
+        time.sleep(0.1)
+    assert kernels, "worker 0 never started grading"
+    # what the killed worker leaves behind in /tmp (its private course, the kernel's
+    # folder): removed at the end
+    litter = {Path(w).parent for p in kernels for w in _cmdline(p) if w.endswith("kernel.json")}
+    litter |= set(Path(tempfile.gettempdir()).glob("grade-class-submission-*"))
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+    try:
+        out, err = proc.communicate(timeout=600)
+    finally:
+        for path in litter:
+            shutil.rmtree(path, ignore_errors=True)
+    assert proc.returncode == 0, err[-5000:]
+    assert f"graded {len(students)}, skipped 0, failed 0" in err, err[-3000:]
+    # the killed worker's sandbox died with it (bwrap --die-with-parent)
+    time.sleep(1)
+    assert not [p for p in kernels if Path(f"/proc/{p}").exists()], "the dead worker's kernel outlived it"
+    want = gradebook_state(sqlite_url(stock))
+    got = gradebook_state(sqlite_url(course))
+    assert got == {s: want[k] for s, k in zip(students, kinds)}
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+    except OSError:
+        return []
+
+
+def _is_kernel(pid: int) -> bool:
+    return any("ipykernel" in word for word in _cmdline(pid))
