@@ -140,9 +140,25 @@ def quiet_worker() -> None:
 
 
 def warm_up() -> None:
-    """Import what every grading imports (nbgrader, torch, the checks) once per worker."""
+    """Import what every grading imports (nbgrader, torch, the checks) once per worker.
+
+    Workers run one per core, so torch and NumPy use one thread each, here and (the
+    variables are inherited) in the students' kernels: threads spinning for cores the
+    other workers are using only slow everyone down."""
     import importlib
     import pkgutil
+
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
+    import torch
+
+    torch.set_num_threads(1)
+    if os.environ.get("COURSE_COLD_KERNELS") != "1":
+        from autograder.sandbox import SandboxedExecute
+        from autograder.warm_kernels import KernelWarmer
+
+        if SandboxedExecute.warm_kernels is None:
+            SandboxedExecute.warm_kernels = KernelWarmer()
 
     import nbgrader.converters  # noqa: F401
     import autograder.assignments as assignments
@@ -159,6 +175,7 @@ def grade_submission(task: Task) -> dict:
     from nbgrader.utils import capture_log
 
     started = time.monotonic()
+    warm_up()  # once per process (imports are cached); Dask workers get it here
     a, s = task.assignment, task.student
     result = {"assignment": a, "student": s, "host": socket.gethostname(), "pid": os.getpid(),
               "success": False, "error": None, "log": "", "notebooks": {}, "autograded": {}}
@@ -206,6 +223,11 @@ class Course:
     def __init__(self, root: Path, overrides: dict):
         from nbgrader.coursedir import CourseDirectory
 
+        # nbgrader runs the `alembic` executable by name when it creates a gradebook:
+        # find it next to this Python even when the virtual environment is not activated.
+        bindir = os.path.dirname(sys.executable)
+        if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+            os.environ["PATH"] = os.pathsep.join([bindir, os.environ.get("PATH", "")])
         self.root, self.overrides = root.resolve(), overrides
         self.config = load_config(self.root, overrides)
         self.coursedir = CourseDirectory(config=self.config)
@@ -440,11 +462,6 @@ def grade_class(root: Path, assignments: list[str], students: list[str] | None =
                 overrides: dict | None = None, stream=sys.stderr) -> dict:
     """Grade and record; returns {"graded", "skipped", "failed": [(a, s, error)], "seconds"}."""
     started = time.monotonic()
-    # nbgrader runs the `alembic` executable by name when it creates a gradebook:
-    # find it next to this Python even when the virtual environment is not activated.
-    bindir = os.path.dirname(sys.executable)
-    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = os.pathsep.join([bindir, os.environ.get("PATH", "")])
     course = Course(Path(root), overrides or {})
     if assignments == ["all"]:
         assignments = course.assignments()

@@ -329,20 +329,28 @@ class SandboxedExecute(Execute):
     output_limit_kb = Integer(1024, help="Output kept per notebook, in KiB; the rest is dropped.").tag(config=True)
     hidden_paths = List(Unicode(), help="Extra paths hidden from the kernel.").tag(config=True)
 
+    # A process that grades many notebooks may set this to an
+    # autograder.warm_kernels.KernelWarmer: each notebook then gets a kernel started in
+    # advance in the same sandbox, and the next one starts while this one is graded.
+    warm_kernels = None
+
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("kernel_manager_class", SandboxedKernelManager)
         super().__init__(*args, **kwargs)
 
     def preprocess(self, nb, resources=None, km=None):
         source_dir = (resources or {}).get("metadata", {}).get("path") or os.getcwd()
-        workdir = tempfile.mkdtemp(prefix="course-grading-")
+        self._warm = self.warm_kernels.take(self, source_dir, nb) if self.warm_kernels else None
+        if self.warm_kernels:
+            self.warm_kernels.prepare(self, nb)
+        workdir = self._warm.workdir if self._warm else tempfile.mkdtemp(prefix="course-grading-")
         try:
             for item in Path(source_dir).iterdir():  # the student's files, never the original
                 if item.is_file() and item.suffix != ".ipynb":
                     shutil.copy(item, workdir)
                 elif item.is_dir() and not item.name.startswith("."):
                     shutil.copytree(item, Path(workdir) / item.name, symlinks=False)
-            self._user = KernelUser() if os.geteuid() == 0 else None
+            self._user = self._warm.user if self._warm else KernelUser() if os.geteuid() == 0 else None
             if self._user:  # the kernel runs as an unprivileged user: give it its copy
                 for root, dirs, files in os.walk(workdir):
                     for name in [root] + [os.path.join(root, n) for n in dirs + files]:
@@ -355,9 +363,11 @@ class SandboxedExecute(Execute):
             # to compare, answer cells may not).
             self.student_sources = [c.source for c in nb.cells if c.cell_type == "code"
                                     and c.metadata.get("nbgrader", {}).get("solution")]
-            self._prefix = self._make_prefix(workdir, source_dir)
+            self._prefix = self._warm.prefix if self._warm else self._make_prefix(workdir, source_dir)
             return super().preprocess(nb, resources, km)
         finally:
+            if self._warm:  # never handed to nbclient
+                self.warm_kernels.discard(self._warm)
             shutil.rmtree(workdir, ignore_errors=True)
             if getattr(self, "_user", None):
                 self._user.release()
@@ -382,6 +392,9 @@ class SandboxedExecute(Execute):
             return []
 
     def create_kernel_manager(self):
+        if self._warm:  # already started, in this notebook's sandbox; nbclient shuts it down
+            self.km, self._warm = self._warm.km, None
+            return self.km
         km = super().create_kernel_manager()
         if self._prefix:
             km.prefix = self._prefix

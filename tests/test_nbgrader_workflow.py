@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import ast
 import json
 import re
 
@@ -106,3 +107,25 @@ def test_test_cells_only_call_the_check_api(assignment):
         source = read_notebook(SOLUTIONS / assignment / f"{nb}.ipynb")
         for gid in graded_cells(assignment, nb):
             assert parse_test_cell(nbgrader_cells(source)[gid].source), f"{assignment}/{nb}: {gid} calls no check"
+
+
+def _without_docstrings(tree):
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and ast.get_docstring(node) is not None:
+            node.body = node.body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+def test_decoder_notebook_seq2seq_is_the_reference_one():
+    """The decoder exercise shows students a read-only `Seq2Seq`; the grader builds the
+    same class from autograder.reference. The two copies must not drift apart."""
+    import inspect
+
+    from autograder import reference
+
+    source = read_notebook(SOLUTIONS / "decoder-and-transformer" / "decoder_and_transformer.ipynb")
+    shown = [node for cell in source.cells if cell.cell_type == "code" and "class Seq2Seq" in cell.source
+             for node in ast.parse(cell.source).body if isinstance(node, ast.ClassDef) and node.name == "Seq2Seq"]
+    assert len(shown) == 1, "the decoder notebook should define Seq2Seq exactly once"
+    graded = ast.parse(inspect.getsource(reference.Seq2Seq)).body[0]
+    assert _without_docstrings(shown[0]) == _without_docstrings(graded)

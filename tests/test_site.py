@@ -99,14 +99,15 @@ def is_trivial(line: str) -> bool:
 
 
 def student_text(exercises_dir: Path) -> str:
-    """Everything in the student versions, normalised: lines found here are public."""
+    """Everything in the student versions, whitespace-normalised into one text: a line
+    found here is public, even where the student version wraps it over two lines (a
+    hint in the instructions quoting the code to write)."""
     parts = []
     for nb in sorted(exercises_dir.rglob("*.ipynb")):
         if ".ipynb_checkpoints" in nb.parts:
             continue
-        for cell in _cells(nb):
-            parts += [normalise(line) for line in _source(cell).splitlines()]
-    return "\n".join(parts)
+        parts += [_source(cell) for cell in _cells(nb)]
+    return normalise(" ".join(parts))
 
 
 def chapter_text(book_dir: Path) -> str:

@@ -186,7 +186,7 @@ def evaluate(predict, hidden: bool = False) -> dict:
 
 # ------------------------------------------------------------------------ checks
 def _judge(ev: dict, what: str, key: str, at_least: float) -> None:
-    where = "fresh held-out sequences drawn at grading time" if ev["hidden"] else "the public held-out sequences"
+    where = "fresh held-out sequences drawn at grading time" if ev["hidden"] else "public held-out sequences"
     with context(before=f"Test case: {what} on {len(ev['src'])} {where} (lengths {MIN_LEN} to {MAX_LEN})."):
         pred = _validate(ev)
         s = score(pred, ev["tgt"])

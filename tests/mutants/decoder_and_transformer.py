@@ -5,22 +5,15 @@ fails loudly if the solution changes and an edit no longer applies).
 """
 from __future__ import annotations
 
-from mutants import Mutant
-from nbgrader_harness import solution_code
+from mutants import Mutant, edit_solution
 
 NB = "decoder_and_transformer"
 POST, PRE, STACK, GREEDY = ("test_decoder_layer", "test_decoder_layer_norm_first", "test_transformer",
                             "test_greedy_decode")
-_CODE = solution_code("decoder-and-transformer", NB)
 
 
 def _edit(cell: str, *pairs: tuple[str, str]) -> dict[str, str]:
-    code = _CODE[cell]
-    for old, new in pairs:
-        if code.count(old) != 1:
-            raise AssertionError(f"mutant edit does not apply to the solution: {old!r}")
-        code = code.replace(old, new)
-    return {cell: code}
+    return edit_solution("decoder-and-transformer", NB, cell, *pairs)
 
 
 _CROSS = "return self.multihead_attn(x, memory, memory, key_padding_mask=memory_key_padding_mask,"
