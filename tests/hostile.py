@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Callable
 
+from nbgrader_harness import REPO
+
 ASSIGNMENT, NOTEBOOK = "attention-scores", "attention_scores"
 DOT, SCALE, SOFTMAX, ATTENTION = "dot_product_scores", "scale_scores", "softmax", "attention"
 TESTS = {part: (f"test_{part}_public", f"test_{part}_hidden") for part in (DOT, SCALE, SOFTMAX, ATTENTION)}
@@ -114,7 +116,8 @@ def _old_nbformat(nb):
 
 SNOOP = '''
 import glob, os
-for path in ["../../../gradebook.db", "/work/main/solutions", "../../../solutions", "../../../submitted",
+for path in ["../../../gradebook.db", "REPO/solutions", "REPO/tests/hostile.py", "/work/main/solutions",
+             "../../../solutions", "../../../submitted", "/opt", "/srv", "/var/lib",
              os.path.expanduser("~/.ssh")] + glob.glob("/tmp/*/course/gradebook.db"):
     print("visible" if os.path.exists(path) else "hidden", path)
 for path in ["../../../gradebook.db", "../../../submitted/ctrl/attention-scores/attention_scores.ipynb",
@@ -124,7 +127,7 @@ for path in ["../../../gradebook.db", "../../../submitted/ctrl/attention-scores/
         print("WROTE", path)
     except OSError as error:
         print("write refused", path, type(error).__name__)
-'''
+'''.replace("REPO", str(REPO))  # this checkout, wherever it is
 
 HOSTILE = [
     Hostile("ctrl", "control: the correct solution", code(), passes=ALL_TESTS),

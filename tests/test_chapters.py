@@ -22,6 +22,9 @@ from nbclient import NotebookClient
 
 from autograder.inputs import WORKED_K, WORKED_Q, WORKED_V
 
+# Each chapter executes once per module: keep the module on one xdist worker.
+pytestmark = pytest.mark.xdist_group("chapters")
+
 REPO = Path(__file__).resolve().parents[1]
 BOOK = REPO / "book"
 CHAPTERS = re.findall(r"file:\s*book/(\d\d_\w+)", (REPO / "_toc.yml").read_text())
@@ -31,10 +34,6 @@ CHAPTERS = re.findall(r"file:\s*book/(\d\d_\w+)", (REPO / "_toc.yml").read_text(
 # a causal boolean mask, and report the largest differences as JSON.
 PROBE = r'''
 import json as _json, torch as _torch, torch.nn.functional as _F
-
-
-# Module-scoped work (executions, builds) happens once: keep the module on one xdist worker.
-pytestmark = pytest.mark.xdist_group("chapters")
 _report = {"has_attention": "attention" in globals()}
 if _report["has_attention"]:
     _g = _torch.Generator().manual_seed(7)
