@@ -461,6 +461,12 @@ def grade_class(root: Path, assignments: list[str], students: list[str] | None =
                 workers: int | None = None, regrade: bool = False, scheduler: str | None = None,
                 overrides: dict | None = None, stream=sys.stderr) -> dict:
     """Grade and record; returns {"graded", "skipped", "failed": [(a, s, error)], "seconds"}."""
+    import warnings
+
+    from sqlalchemy.exc import SAWarning
+
+    # nbgrader's own session handling warns on every new submission; noise here
+    warnings.filterwarnings("ignore", category=SAWarning)
     started = time.monotonic()
     course = Course(Path(root), overrides or {})
     if assignments == ["all"]:

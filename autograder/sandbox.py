@@ -81,29 +81,46 @@ def sandbox_prefix(workdir: str, *, memory_bytes: int, max_processes: int, file_
     for tool in ("prlimit", "setpriv"):
         if not shutil.which(tool):
             raise SandboxUnavailable(f"`{tool}` (util-linux) is not installed")
-    hidden_roots = sorted({Path(os.path.realpath(p)) for p in hidden
-                           if os.path.exists(p) and os.path.realpath(p) != "/"})
+    # An allow-list: the new root is an empty tmpfs holding the system directories
+    # (read-only), the Python installation and the grading library, and the kernel's
+    # own working copy. Nothing else of the machine (other course copies, home
+    # directories, /tmp, /work, /srv, ...) exists inside.
+    words = [bwrap]
+    bound: list[Path] = []
+    for system in ("/usr", "/etc", "/sys"):
+        if os.path.isdir(system):
+            words += ["--ro-bind", system, system]
+            bound.append(Path(system))
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):  # merged /usr: /lib -> usr/lib
+            words += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            words += ["--ro-bind", top, top]
+            bound.append(Path(top))
+    words += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    made: set[Path] = {Path("/"), Path("/tmp")}
+
+    def expose(path: Path, how: str) -> None:
+        if any(path.is_relative_to(b) for b in bound):
+            return  # already visible through a system directory
+        # Directories that bwrap creates for mount points are 0700: make the way readable.
+        for parent in reversed(path.parents):
+            if parent not in made and not any(parent.is_relative_to(b) for b in bound):
+                words.extend(["--perms", "0755", "--dir", str(parent)])
+                made.add(parent)
+        words.extend([how, str(path), str(path)])
+        bound.append(path)
+
     exposed = sorted({Path(os.path.realpath(p)) for p in (
         sys.prefix, sys.base_prefix, os.path.dirname(autograder.__file__),
         # a venv's python is often a symlink into the base installation
         os.path.dirname(os.path.realpath(sys.executable)))})
-    words = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    for path in hidden_roots:
-        words += ["--tmpfs", str(path)]
-    made: set[Path] = set()
-
-    def expose(path: Path, how: str) -> None:
-        # Directories that bwrap creates inside a tmpfs are 0700: make the way readable.
-        for parent in reversed(path.parents):
-            if parent not in made and any(parent != h and parent.is_relative_to(h) for h in hidden_roots):
-                words.extend(["--perms", "0755", "--dir", str(parent)])
-                made.add(parent)
-        words.extend([how, str(path), str(path)])
-
     for path in exposed:
-        if not any(path != other and path.is_relative_to(other) for other in exposed):
-            expose(path, "--ro-bind")
-    expose(Path(workdir), "--bind")
+        expose(path, "--ro-bind")
+    expose(Path(os.path.realpath(workdir)), "--bind")
+    for path in hidden:  # extra paths to hide even inside what is exposed
+        if os.path.exists(path) and any(Path(os.path.realpath(path)).is_relative_to(b) for b in bound):
+            words += ["--tmpfs", os.path.realpath(path)]
     words += ["--chdir", workdir,
               # A pid namespace: when the kernel ends, everything it started ends with it.
               # ipykernel quits if it polls a parent pid it cannot see, so that is unset.

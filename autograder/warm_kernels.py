@@ -17,6 +17,7 @@ watches the thread that started it.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import shutil
@@ -33,6 +34,7 @@ class WarmKernel:
     user: object          # autograder.sandbox.KernelUser or None
     prefix: list
     key: tuple
+    hidden: list
 
 
 class KernelWarmer:
@@ -45,24 +47,38 @@ class KernelWarmer:
         self._thread = threading.Thread(target=self._loop.run_forever, name="kernel-warmer", daemon=True)
         self._thread.start()
         self._next = None  # concurrent.futures.Future of a WarmKernel
+        self._lock = threading.Lock()  # a Dask worker may grade in several threads
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """Shut down the kernel kept warm (at exit; a killed process's sandbox dies with it
+        anyway, only its folder stays)."""
+        with self._lock:
+            future, self._next = self._next, None
+        if future is not None:
+            with contextlib.suppress(Exception):
+                self.discard(future.result(timeout=60))
 
     # ------------------------------------------------------------ for SandboxedExecute
     @staticmethod
     def key(executor, nb) -> tuple:
         name = executor.kernel_name or nb.metadata.get("kernelspec", {}).get("name") or "python3"
         return (name, executor.memory_limit_mb, executor.max_processes,
-                executor.file_size_limit_mb, tuple(executor.hidden_paths), os.getcwd())
+                executor.file_size_limit_mb, tuple(executor.hidden_paths))
 
     def prepare(self, executor, nb) -> None:
         """Start the kernel for the next notebook graded with `executor`'s settings."""
-        if self._next is None:
-            self._next = asyncio.run_coroutine_threadsafe(self._start(executor, self.key(executor, nb)),
-                                                          self._loop)
+        with self._lock:
+            if self._next is None:
+                self._next = asyncio.run_coroutine_threadsafe(self._start(executor, self.key(executor, nb)),
+                                                              self._loop)
 
     def take(self, executor, source_dir: str, nb) -> WarmKernel | None:
         """The warm kernel, if it fits: same settings, and the student's original folder
-        is hidden from it (it was built before that folder was known)."""
-        future, self._next = self._next, None
+        and the course (the current directory) hidden from it, as SandboxedExecute would
+        hide them (it was built before they were known)."""
+        with self._lock:
+            future, self._next = self._next, None
         if future is None:
             return None
         try:
@@ -70,9 +86,10 @@ class KernelWarmer:
         except Exception as error:
             executor.log.warning("a pre-started kernel failed (%s); starting a fresh one", error)
             return None
-        hidden = [Path(os.path.realpath(p)) for p in self._hidden(executor)]
-        source = Path(os.path.realpath(source_dir))
-        if warm.key != self.key(executor, nb) or not any(source.is_relative_to(h) for h in hidden):
+        hidden = [Path(os.path.realpath(p)) for p in warm.hidden]
+        inside = all(any(Path(os.path.realpath(p)).is_relative_to(h) for h in hidden)
+                     for p in (source_dir, os.getcwd()))
+        if warm.key != self.key(executor, nb) or not inside:
             self.discard(warm)
             return None
         return warm
@@ -100,10 +117,11 @@ class KernelWarmer:
         try:
             if user:
                 os.chown(workdir, user.uid, user.uid)
+            hidden = self._hidden(executor)
             prefix = sandbox_prefix(workdir, memory_bytes=executor.memory_limit_mb * 2**20,
                                     max_processes=executor.max_processes,
                                     file_bytes=executor.file_size_limit_mb * 2**20,
-                                    hidden=self._hidden(executor), uid=user.uid if user else None)
+                                    hidden=hidden, uid=user.uid if user else None)
             km = SandboxedKernelManager(kernel_name=key[0])
             km.prefix, km.kernel_uid = prefix, (user.uid if user else None)
             km.kernel_spec.interrupt_mode = "message"
@@ -121,7 +139,7 @@ class KernelWarmer:
                         raise RuntimeError(f"{self.imports!r} failed in the kernel")
             finally:
                 kc.stop_channels()
-            return WarmKernel(km, workdir, user, prefix, key)
+            return WarmKernel(km, workdir, user, prefix, key, hidden)
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             if user:

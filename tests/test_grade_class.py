@@ -29,12 +29,13 @@ from hostile import HOSTILE
 from mutants import mutants_for
 from nbgrader_harness import REPO, Course, read_notebook, solution_code
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None,
-                                reason="bubblewrap is not installed (apt-get install bubblewrap)")
+pytestmark = [pytest.mark.skipif(shutil.which("bwrap") is None,
+                                 reason="bubblewrap is not installed (apt-get install bubblewrap)"),
+              pytest.mark.xdist_group("grade-class")]  # module fixtures: one PostgreSQL, one cluster
 
 A, NB = "attention-scores", "attention_scores"
 LIMITS = ("--Execute.timeout=30", "--SandboxedExecute.notebook_timeout=120")
-STUDENTS = ("correct", "blank", "k-not-transposed", "forge-numpy", "invalid-json")
+STUDENTS = ("correct", "blank", "k-not-transposed", "forge-numpy", "snoop", "invalid-json")
 
 
 def _submit(course: Course, student: str, kind: str | None = None) -> None:
@@ -106,12 +107,17 @@ def test_parallel_equals_stock_autograde(classes):
     stock, parallel, run = classes
     assert run.returncode == 1, "a file that is not a notebook must make the command fail"
     assert "FAILED attention-scores/invalid-json" in run.stderr, run.stderr[-3000:]
-    assert "graded 4, skipped 0, failed 1" in run.stderr, run.stderr[-3000:]
+    assert "graded 5, skipped 0, failed 1" in run.stderr, run.stderr[-3000:]
     want, got = gradebook_state(sqlite_url(stock)), gradebook_state(sqlite_url(parallel))
     assert got == want
     assert got["correct"]["test_softmax_hidden"][0] == 2.5
     assert got["k-not-transposed"]["test_dot_product_scores_hidden"][0] == 0
     assert got["forge-numpy"]["test_softmax_public"][0] == 0
+    # the workers' kernels (started in advance) hide the same files as stock's
+    snoop = "".join(o.get("text", "") for c in read_notebook(
+        parallel.root / "autograded" / "snoop" / A / f"{NB}.ipynb").cells for o in c.get("outputs", []))
+    assert "hidden" in snoop and "visible" not in snoop.replace("invisible", ""), snoop
+    assert "WROTE" not in snoop and "write refused" in snoop, snoop
     for student in STUDENTS[:-1]:  # the autograded notebooks: same cells, verdicts by the grader
         a = read_notebook(stock.root / "autograded" / student / A / f"{NB}.ipynb")
         b = read_notebook(parallel.root / "autograded" / student / A / f"{NB}.ipynb")
@@ -130,11 +136,22 @@ def test_rerun_skips_and_regrades_one_student_only(classes):
     _, parallel, _ = classes
     before = gradebook_state(sqlite_url(parallel))
     run = grade_class(parallel, "--workers", "2")
-    assert "graded 0, skipped 4, failed 1" in run.stderr, run.stderr[-3000:]  # invalid-json again
+    assert "graded 0, skipped 5, failed 1" in run.stderr, run.stderr[-3000:]  # invalid-json again
     mtimes = {s: (parallel.root / "autograded" / s / A / f"{NB}.ipynb").stat().st_mtime_ns
               for s in STUDENTS[:-1]}
+    from nbgrader.api import Gradebook
+
+    cell = ("test_dot_product_scores_public", NB, A, "k-not-transposed")
+    with Gradebook(sqlite_url(parallel)) as gb:  # an instructor's manual grade, via the formgrader
+        gb.find_grade(*cell).manual_score = 0.25
+        gb.db.commit()
     run = grade_class(parallel, "--student", "k-not-transposed", "--regrade", check=True)
     assert "graded 1, skipped 0, failed 0" in run.stderr, run.stderr[-3000:]
+    with Gradebook(sqlite_url(parallel)) as gb:  # kept, and still flagged for a human
+        grade = gb.find_grade(*cell)
+        assert (grade.manual_score, grade.needs_manual_grade) == (0.25, True)
+        grade.manual_score, grade.needs_manual_grade = None, False
+        gb.db.commit()
     after = {s: (parallel.root / "autograded" / s / A / f"{NB}.ipynb").stat().st_mtime_ns
              for s in STUDENTS[:-1]}
     assert after["k-not-transposed"] != mtimes["k-not-transposed"]
@@ -289,14 +306,16 @@ def test_dask_cluster_survives_a_worker_killed_mid_grade(classes, dask_cluster, 
                              *LIMITS], cwd=course.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
     # Kill worker 0 while one of its sandboxed kernels is running (it is grading).
-    victim, kernels = workers[0], []
+    victim, kernels, grading = workers[0], {}, False
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
-        kernels = [p for p in _descendants(victim.pid) if _is_kernel(p)]
-        if kernels:
+        kernels = {p: _start_time(p) for p in _descendants(victim.pid) if _is_kernel(p)}
+        # nbgrader works in the submission's private course while it grades it
+        grading = bool(kernels) and "grade-class-submission-" in _cwd(victim.pid)
+        if grading:
             break
-        time.sleep(0.1)
-    assert kernels, "worker 0 never started grading"
+        time.sleep(0.05)
+    assert grading, "worker 0 was never seen grading"
     # what the killed worker leaves behind in /tmp (its private course, the kernel's
     # folder): removed at the end
     litter = {Path(w).parent for p in kernels for w in _cmdline(p) if w.endswith("kernel.json")}
@@ -312,10 +331,25 @@ def test_dask_cluster_survives_a_worker_killed_mid_grade(classes, dask_cluster, 
     assert f"graded {len(students)}, skipped 0, failed 0" in err, err[-3000:]
     # the killed worker's sandbox died with it (bwrap --die-with-parent)
     time.sleep(1)
-    assert not [p for p in kernels if Path(f"/proc/{p}").exists()], "the dead worker's kernel outlived it"
+    survivors = [p for p, started in kernels.items() if started and _start_time(p) == started]  # pids get reused
+    assert not survivors, "the dead worker's kernel outlived it"
     want = gradebook_state(sqlite_url(stock))
     got = gradebook_state(sqlite_url(course))
     assert got == {s: want[k] for s, k in zip(students, kinds)}
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _cwd(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return ""
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -326,4 +360,7 @@ def _cmdline(pid: int) -> list[str]:
 
 
 def _is_kernel(pid: int) -> bool:
-    return any("ipykernel" in word for word in _cmdline(pid))
+    """The kernel's Python itself, not bubblewrap on its way to start it (a worker killed
+    in the instant between fork and bwrap's PR_SET_PDEATHSIG would leave it orphaned)."""
+    words = _cmdline(pid)
+    return bool(words) and "python" in Path(words[0]).name and "ipykernel_launcher" in words
