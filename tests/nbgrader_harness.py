@@ -69,6 +69,21 @@ def graded_cells(assignment: str, notebook: str) -> dict[str, float]:
             and c.cell_type == "code"}
 
 
+def submitted_notebooks(db_url: str, assignment: str):
+    """(student id, SubmittedNotebook) for every graded submission of `assignment` in a
+    gradebook (any nbgrader db_url); used while the gradebook is open."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    with Gradebook(db_url) as gb:
+        for student in gb.students:
+            try:
+                submission = gb.find_submission(assignment, student.id)
+            except MissingEntry:
+                continue
+            for nb in submission.notebooks:
+                yield student.id, nb
+
+
 @dataclass
 class Course:
     root: Path
@@ -144,21 +159,13 @@ class Course:
     # ------------------------------------------------------------------ results
     def scores(self, assignment: str) -> dict[str, dict[str, dict[str, tuple[float, float]]]]:
         """{student: {notebook: {grade_id: (score, max_score)}}} read from the gradebook."""
-        from nbgrader.api import Gradebook
-
         result: dict = {}
-        with Gradebook(f"sqlite:///{self.root / 'gradebook.db'}") as gb:
-            for student in gb.students:
-                try:
-                    submission = gb.find_submission(assignment, student.id)
-                except Exception:
+        for student, nb in submitted_notebooks(f"sqlite:///{self.root / 'gradebook.db'}", assignment):
+            for grade in nb.grades:
+                if grade.cell_type != "code":  # manually graded answers
                     continue
-                for nb in submission.notebooks:
-                    for grade in nb.grades:
-                        if grade.cell_type != "code":  # manually graded answers
-                            continue
-                        result.setdefault(student.id, {}).setdefault(nb.name, {})[grade.name] = (
-                            float(grade.score), float(grade.max_score))
+                result.setdefault(student, {}).setdefault(nb.name, {})[grade.name] = (
+                    float(grade.score), float(grade.max_score))
         return result
 
     def autograded_outputs(self, student: str, assignment: str, notebook: str) -> dict[str, str]:

@@ -27,7 +27,7 @@ import pytest
 
 from hostile import HOSTILE
 from mutants import mutants_for
-from nbgrader_harness import REPO, Course, read_notebook, solution_code
+from nbgrader_harness import REPO, Course, read_notebook, solution_code, submitted_notebooks
 
 pytestmark = [pytest.mark.skipif(shutil.which("bwrap") is None,
                                  reason="bubblewrap is not installed (apt-get install bubblewrap)"),
@@ -68,20 +68,12 @@ def grade_class(course: Course, *args: str, check: bool = False) -> subprocess.C
 
 def gradebook_state(db_url: str) -> dict:
     """{student: {grade_id: (auto_score, max_score, needs_manual_grade, auto_comment)}}."""
-    from nbgrader.api import Gradebook
-
     state = {}
-    with Gradebook(db_url) as gb:
-        for student in gb.students:
-            try:
-                submission = gb.find_submission(A, student.id)
-            except Exception:
-                continue
-            for nb in submission.notebooks:
-                comments = {c.name: c.auto_comment for c in nb.comments}
-                for g in nb.grades:
-                    state.setdefault(student.id, {})[g.name] = (
-                        g.auto_score, g.max_score, g.needs_manual_grade, comments.get(g.name))
+    for student, nb in submitted_notebooks(db_url, A):
+        comments = {c.name: c.auto_comment for c in nb.comments}
+        for g in nb.grades:
+            state.setdefault(student, {})[g.name] = (
+                g.auto_score, g.max_score, g.needs_manual_grade, comments.get(g.name))
     return state
 
 
