@@ -26,10 +26,11 @@ rebuilt and its submissions are queued again (Dask reschedules them by itself). 
 rerun skips submissions already graded (in the gradebook, with an autograded folder,
 and the same timestamp) unless `--regrade` is given.
 
-Speed comes from two places: several submissions at once, and long-lived workers that
-import nbgrader, torch and the checks once instead of once per notebook (a fresh
-`nbgrader autograde` process spends most of its time on those imports). The student's
-kernel is still a fresh sandboxed process per notebook.
+Speed comes from three places: several submissions at once; long-lived workers that
+import nbgrader, torch and the checks once instead of once per `nbgrader autograde`
+run; and kernels forked, each into a sandbox of its own, from a sandboxed Python that
+imported NumPy and torch once per worker (`autograder/kernel_forkserver.py`), instead of
+a fresh Python importing them for every notebook.
 """
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CONFIG_FILE = "nbgrader_config.py"
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 # ------------------------------------------------------------------ config
@@ -89,6 +91,11 @@ def private_coursedir(root: Path, overrides: dict | None):
     from nbgrader.coursedir import CourseDirectory
 
     config = load_config(root, overrides)
+    if "fork_kernels" not in config.SandboxedExecute:
+        # A worker grades notebook after notebook: kernels forked from a Python that has
+        # imported torch once (autograder/kernel_forkserver.py). --SandboxedExecute.fork_kernels=False
+        # starts a fresh sandboxed kernel per notebook, as `nbgrader autograde` does.
+        config.SandboxedExecute.fork_kernels = True
     config.CourseDirectory.root = str(root)
     config.CourseDirectory.db_url = f"sqlite:///{root / 'gradebook.db'}"
     return config, CourseDirectory(config=config)
@@ -148,18 +155,11 @@ def warm_up() -> None:
     import importlib
     import pkgutil
 
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for name in THREAD_VARIABLES:
         os.environ.setdefault(name, "1")
     import torch
 
     torch.set_num_threads(1)
-    if os.environ.get("COURSE_COLD_KERNELS") != "1":
-        from autograder.sandbox import SandboxedExecute
-        from autograder.warm_kernels import KernelWarmer
-
-        if SandboxedExecute.warm_kernels is None:
-            SandboxedExecute.warm_kernels = KernelWarmer()
-
     import nbgrader.converters  # noqa: F401
     import autograder.assignments as assignments
     import autograder.sandbox  # noqa: F401
@@ -269,6 +269,7 @@ class Course:
         with tempfile.TemporaryDirectory(prefix="grade-class-template-") as tmp:
             root = Path(tmp)
             shutil.copy(self.root / CONFIG_FILE, root / CONFIG_FILE)
+            (root / "gradebook.db").write_bytes(self.empty_gradebook())
             shutil.copytree(source, root / os.path.relpath(source, self.root),
                             ignore=shutil.ignore_patterns(*self.ignore))
             config, coursedir = private_coursedir(root, self.overrides)
@@ -287,6 +288,20 @@ class Course:
             rel = Path(os.path.relpath(source, self.root))
             files.update({str(rel / k): v for k, v in _files_under(root / rel).items()})
             return files
+
+    _empty_gradebook: bytes | None = None
+
+    def empty_gradebook(self) -> bytes:
+        """An empty SQLite gradebook, made once: nbgrader stamps every new gradebook with
+        its schema version by running the `alembic` command, a second or two each."""
+        if self._empty_gradebook is None:
+            from nbgrader.api import Gradebook
+
+            with tempfile.TemporaryDirectory(prefix="grade-class-gradebook-") as tmp:
+                path = Path(tmp) / "gradebook.db"
+                Gradebook(f"sqlite:///{path}", self.coursedir.course_id).close()
+                self._empty_gradebook = path.read_bytes()
+        return self._empty_gradebook
 
     def already_graded(self, gb, assignment: str, student: str) -> bool:
         try:
@@ -336,44 +351,70 @@ class Course:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def make_tasks(course: Course, assignments: list[str], students: list[str] | None, regrade: bool,
-               log) -> tuple[list[Task], int]:
-    tasks, skipped = [], 0
+def plan(course: Course, assignments: list[str], students: list[str] | None, regrade: bool,
+         log) -> tuple[list[tuple[str, str]], int]:
+    """The (assignment, student) pairs to grade, and how many are skipped as already graded."""
+    todo, skipped = [], 0
     with course.gradebook() as gb:
         for a in assignments:
             wanted = course.submitted_students(a)
             if students:
-                missing = sorted(set(students) - set(wanted))
-                for s in missing:
+                for s in sorted(set(students) - set(wanted)):
                     log(f"no submission of {a} by {s}")
                 wanted = [s for s in wanted if s in students]
-            todo = [s for s in wanted if regrade or not course.already_graded(gb, a, s)]
-            skipped += len(wanted) - len(todo)
-            if not todo:
-                continue
-            template = course.template(a)
-            for s in todo:
-                folder = course.path(course.coursedir.submitted_directory, s, a)
-                tasks.append(Task(a, s, template, _files_under(folder, course.ignore),
-                                  course.overrides, course.extension(gb, a, s)))
-    return tasks, skipped
+            chosen = [s for s in wanted if regrade or not course.already_graded(gb, a, s)]
+            skipped += len(wanted) - len(chosen)
+            todo += [(a, s) for s in chosen]
+    return todo, skipped
+
+
+def make_tasks(course: Course, todo: list[tuple[str, str]]) -> list[Task]:
+    templates, tasks = {}, []
+    with course.gradebook() as gb:
+        for a, s in todo:
+            if a not in templates:
+                templates[a] = course.template(a)
+            folder = course.path(course.coursedir.submitted_directory, s, a)
+            tasks.append(Task(a, s, templates[a], _files_under(folder, course.ignore),
+                              course.overrides, course.extension(gb, a, s)))
+    return tasks
 
 
 # ---------------------------------------------------------------- executors
-def run_local(tasks: list[Task], workers: int, on_result, attempts: int = 3) -> None:
-    """A process pool of long-lived, pre-warmed workers. If a worker dies, the pool
-    breaks: it is rebuilt and every unfinished submission is queued again."""
+def start_local_pool(workers: int):
+    """A process pool of long-lived workers, started now: they import nbgrader and torch
+    while the coordinator prepares the submissions."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import ProcessPoolExecutor
+
+    # Workers are forked from a clean process (no inherited DB connections or threads)
+    # that has imported everything once: a new worker costs a fork, not four seconds.
+    context = multiprocessing.get_context(os.environ.get("COURSE_MP", "forkserver"))
+    context.set_forkserver_preload(["autograder._preload_worker"])
+    for name in THREAD_VARIABLES:  # read by NumPy and torch when the fork server imports them
+        os.environ.setdefault(name, "1")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=quiet_worker,
+                               max_tasks_per_child=100)
+    for _ in range(workers):
+        pool.submit(os.getpid)  # a worker process starts for each
+    return pool
+
+
+def run_local(tasks: list[Task], workers: int, on_result, pool=None, attempts: int = 3) -> None:
+    """Grade on a local pool of pre-warmed workers. If a worker dies, the pool breaks:
+    it is rebuilt and every unfinished submission is queued again."""
+    from concurrent.futures import as_completed
     from concurrent.futures.process import BrokenProcessPool
 
     tries: dict = {}
     pending = list(tasks)
-    context = multiprocessing.get_context("spawn")  # no inherited DB connections or threads
     while pending:
-        with ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=context,
-                                 initializer=quiet_worker, max_tasks_per_child=100) as pool:
-            futures = {pool.submit(grade_submission, t): t for t in pending}
+        with pool or start_local_pool(min(workers, len(pending))) as current:
+            pool = None
+            try:
+                futures = {current.submit(grade_submission, t): t for t in pending}
+            except BrokenProcessPool:  # a worker died while starting
+                continue
             pending = []
             for future in as_completed(futures):
                 task = futures[future]
@@ -473,7 +514,14 @@ def grade_class(root: Path, assignments: list[str], students: list[str] | None =
         assignments = course.assignments()
     workers = workers or os.cpu_count() or 1
     log = lambda text: print(text, file=stream, flush=True)  # noqa: E731
-    tasks, skipped = make_tasks(course, assignments, students, regrade, log)
+    todo, skipped = plan(course, assignments, students, regrade, log)
+    pool = start_local_pool(min(workers, len(todo))) if todo and not scheduler else None
+    try:
+        tasks = make_tasks(course, todo)
+    except BaseException:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+        raise
     log(f"grading {len(tasks)} submission(s) of {', '.join(assignments)} with "
         f"{'Dask at ' + scheduler if scheduler else f'{workers} local worker(s)'}"
         f"{f'; {skipped} already graded (--regrade to grade them again)' if skipped else ''}")
@@ -496,7 +544,7 @@ def grade_class(root: Path, assignments: list[str], students: list[str] | None =
             if scheduler:
                 run_dask(tasks, scheduler, workers, on_result)
             else:
-                run_local(tasks, workers, on_result)
+                run_local(tasks, workers, on_result, pool)
     for a, s, error in failed:
         log(f"FAILED {a}/{s}:\n{error.strip()[-3000:]}")
     return {"graded": len(tasks) - len(failed), "skipped": skipped, "failed": failed,

@@ -11,7 +11,7 @@ classic mistake). The same class is graded in two copies of the course, by the s
 command one assignment after another and by the parallel command; the scores in the two
 gradebooks must be equal. Prints notebooks per second for each and their ratio, and
 what one notebook costs: the grader process's start (Python, nbgrader, torch and the
-checks imported), the sandboxed kernel's start, the notebook's imports in it, and the
+checks imported), a fresh sandboxed kernel's start and a forked one's, the notebook's imports in
 rest (running the answers and the tests). Not a test: nothing is asserted about time.
 """
 from __future__ import annotations
@@ -82,24 +82,27 @@ def grader_start_seconds(assignment: str, repeat: int = 2) -> float:
     return statistics.median(times)
 
 
-async def _kernel_once(imports: str) -> tuple[float, float]:
+async def _kernel_once(imports: str, fork_server=None) -> tuple[float, float]:
     from autograder.sandbox import KernelUser, SandboxedKernelManager, sandbox_prefix
 
-    workdir = tempfile.mkdtemp(prefix="course-grading-")
+    workdir = fork_server.new_workdir() if fork_server else tempfile.mkdtemp(prefix="course-grading-")
     user = KernelUser() if os.geteuid() == 0 else None
     try:
         if user:
             os.chown(workdir, user.uid, user.uid)
         km = SandboxedKernelManager(kernel_name="python3")
-        km.prefix = sandbox_prefix(workdir, memory_bytes=4096 * 2**20, max_processes=64,
-                                   file_bytes=256 * 2**20, uid=user.uid if user else None,
-                                   hidden=[os.getcwd(), str(REPO), os.path.expanduser("~"), "/tmp", "/home"])
+        limits = dict(memory_bytes=4096 * 2**20, max_processes=64, file_bytes=256 * 2**20)
+        if fork_server:
+            km.fork_server, km.limits = fork_server, limits
+        else:
+            km.prefix = sandbox_prefix(workdir, **limits, uid=user.uid if user else None,
+                                       hidden=[os.getcwd(), str(REPO), os.path.expanduser("~"), "/tmp", "/home"])
         km.kernel_spec.interrupt_mode = "message"
         km.kernel_uid = user.uid if user else None
         km.transport, km.ip = "ipc", os.path.join(workdir, "kernel-ipc")
         km.connection_file = os.path.join(workdir, "kernel.json")
         t0 = time.perf_counter()
-        await km.start_kernel(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        await km.start_kernel(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir)
         kc = km.client()
         kc.start_channels()
         await kc.wait_for_ready(timeout=120)
@@ -115,10 +118,19 @@ async def _kernel_once(imports: str) -> tuple[float, float]:
             user.release()
 
 
-def kernel_seconds(imports: str, repeat: int = 3) -> tuple[float, float]:
+def kernel_seconds(imports: str, repeat: int = 3, fork_server=None) -> tuple[float, float]:
     """(sandboxed kernel start until it answers, `imports` run in it), medians."""
-    runs = [asyncio.run(_kernel_once(imports)) for _ in range(repeat)]
+    runs = [asyncio.run(_kernel_once(imports, fork_server)) for _ in range(repeat)]
     return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+
+def fork_server_seconds() -> tuple[float, object]:
+    """A fork server's start (its sandbox, Python, NumPy, torch and ipykernel imported)."""
+    from autograder.kernel_forkserver import KernelForkServer
+
+    t = time.perf_counter()
+    server = KernelForkServer(hidden=[str(REPO), os.path.expanduser("~"), "/tmp", "/home"])
+    return time.perf_counter() - t, server
 
 
 # ------------------------------------------------------------------- main
@@ -132,7 +144,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=int, default=5, help="per-cell limit (Execute.timeout), s")
     parser.add_argument("--keep", help="build the courses in this folder and keep them")
     parser.add_argument("--also-cold", action="store_true",
-                        help="also grade with COURSE_COLD_KERNELS=1 (no kernels started in advance)")
+                        help="also grade with --SandboxedExecute.fork_kernels=False (a fresh kernel per notebook)")
     args = parser.parse_args()
     chosen = args.assignments.split(",")
     limits = [f"--Execute.timeout={args.timeout}", "--SandboxedExecute.notebook_timeout=120"]
@@ -179,15 +191,13 @@ def main() -> int:
     print(f"scores identical: {same}")
     cold = None
     if args.also_cold:
-        os.environ["COURSE_COLD_KERNELS"] = "1"
         t = time.perf_counter()
         with open(os.devnull, "w") as quiet:
-            cold = grade_class(parallel.root, chosen, workers=args.workers, regrade=True,
-                               overrides=parse_overrides(limits), stream=quiet)
+            cold = grade_class(parallel.root, chosen, workers=args.workers, regrade=True, stream=quiet,
+                               overrides=parse_overrides(limits + ["--SandboxedExecute.fork_kernels=False"]))
         cold["wall"] = time.perf_counter() - t
-        del os.environ["COURSE_COLD_KERNELS"]
-        print(f"  the same with cold kernels (COURSE_COLD_KERNELS=1): {cold['wall']:.1f} s", flush=True)
-
+        print(f"  the same with fresh kernels (--SandboxedExecute.fork_kernels=False): {cold['wall']:.1f} s",
+              flush=True)
         cold_same = identical()
         print(f"  scores identical: {cold_same}")
         same = same and cold_same
@@ -198,20 +208,25 @@ def main() -> int:
 
     start = grader_start_seconds(chosen[0])
     kernel, imports = kernel_seconds("import numpy, torch")
+    server_start, server = fork_server_seconds()
+    forked, forked_imports = kernel_seconds("import numpy, torch", fork_server=server)
+    server.close()
     worker = statistics.mean(summary["seconds_per_submission"]) if summary["seconds_per_submission"] else 0
-    print("\nper notebook (seconds; medians measured alone, the mean while grading in parallel):")
+    print("\nper notebook (seconds; medians measured alone, the means while grading in parallel):")
     print(f"  grader process start (python, nbgrader, torch, checks): {start:6.2f}  "
           f"paid once per assignment by stock, once per worker by grade_class")
-    print(f"  sandboxed kernel start (bwrap, ipykernel ready):        {kernel:6.2f}")
-    print(f"  imports in the kernel (numpy, torch):                   {imports:6.2f}")
+    print(f"  fresh sandboxed kernel start (bwrap, ipykernel ready):  {kernel:6.2f}  stock, per notebook")
+    print(f"    then `import numpy, torch` in it:                     {imports:6.2f}")
+    print(f"  fork server start (sandbox, imports):                   {server_start:6.2f}  once per worker")
+    print(f"  forked kernel start (fork, sandbox, ipykernel ready):   {forked:6.2f}  grade_class, per notebook")
+    print(f"    then `import numpy, torch` in it:                     {forked_imports:6.2f}")
     print(f"  stock, whole notebook (wall / notebooks):               {stock_seconds / count:6.2f}")
     print(f"  grade_class worker, whole notebook (mean):              {worker:6.2f}")
     if cold and cold["seconds_per_submission"]:
-        print(f"  ... with cold kernels (mean):                           "
+        print(f"  ... with fresh kernels (mean):                          "
               f"{statistics.mean(cold['seconds_per_submission']):6.2f}")
-        print(f"  throughput with cold kernels: {count / cold['wall']:.3f} notebooks/s, "
+        print(f"  throughput with fresh kernels: {count / cold['wall']:.3f} notebooks/s, "
               f"ratio {count / cold['wall'] / stock_rate:.2f}x")
-    print(f"  (a worker's kernel starts and imports while the previous notebook is graded)")
     print(f"\ncourses in {base}" if args.keep else "")
     if not args.keep:
         shutil.rmtree(base, ignore_errors=True)

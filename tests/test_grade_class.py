@@ -310,7 +310,7 @@ def test_dask_cluster_survives_a_worker_killed_mid_grade(classes, dask_cluster, 
     assert grading, "worker 0 was never seen grading"
     # what the killed worker leaves behind in /tmp (its private course, the kernel's
     # folder): removed at the end
-    litter = {Path(w).parent for p in kernels for w in _cmdline(p) if w.endswith("kernel.json")}
+    litter = {folder for p in kernels for folder in _kernel_folders(p)}
     litter |= set(Path(tempfile.gettempdir()).glob("grade-class-submission-*"))
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=30)
@@ -321,7 +321,8 @@ def test_dask_cluster_survives_a_worker_killed_mid_grade(classes, dask_cluster, 
             shutil.rmtree(path, ignore_errors=True)
     assert proc.returncode == 0, err[-5000:]
     assert f"graded {len(students)}, skipped 0, failed 0" in err, err[-3000:]
-    # the killed worker's sandbox died with it (bwrap --die-with-parent)
+    # the killed worker's kernels died with it (its fork server read end-of-file and
+    # exited, and their parent-death signals followed)
     time.sleep(1)
     survivors = [p for p, started in kernels.items() if started and _start_time(p) == started]  # pids get reused
     assert not survivors, "the dead worker's kernel outlived it"
@@ -352,7 +353,20 @@ def _cmdline(pid: int) -> list[str]:
 
 
 def _is_kernel(pid: int) -> bool:
-    """The kernel's Python itself, not bubblewrap on its way to start it (a worker killed
-    in the instant between fork and bwrap's PR_SET_PDEATHSIG would leave it orphaned)."""
+    """The kernel's Python itself: a fresh one (not bubblewrap on its way to start it: a
+    worker killed in the instant between fork and bwrap's PR_SET_PDEATHSIG would leave
+    it orphaned), or one forked by the fork server (it keeps the server's command line
+    and works in a kernel- folder of the server's)."""
     words = _cmdline(pid)
-    return bool(words) and "python" in Path(words[0]).name and "ipykernel_launcher" in words
+    if not words or "python" not in Path(words[0]).name:
+        return False
+    return "ipykernel_launcher" in words or ("autograder.kernel_forkserver" in words
+                                             and "/kernel-" in _cwd(pid))
+
+
+def _kernel_folders(pid: int) -> set[Path]:
+    """A kernel's working folder, and a forked kernel's fork server folder."""
+    folders = {Path(w).parent for w in _cmdline(pid) if w.endswith("kernel.json")}
+    if "/kernel-" in _cwd(pid):
+        folders |= {Path(_cwd(pid)), Path(_cwd(pid)).parent}
+    return folders

@@ -5,11 +5,16 @@ batch, beside a correct control. Each must get exactly its expected score, with 
 reason for every lost point; the batch must finish; nothing may outlive grading; the
 original submissions stay untouched; and grading some of them alone gives the same
 scores as grading them together.
+
+The whole module runs twice: with a fresh sandboxed kernel per notebook (nbgrader's
+way, the default) and with kernels forked from the fork server
+(`--SandboxedExecute.fork_kernels=True`, what `autograder.grade_class` uses).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -31,8 +36,16 @@ def _digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
 
 
+KERNELS = {"fresh": (), "forked": ("--SandboxedExecute.fork_kernels=True",)}
+
+
+@pytest.fixture(scope="module", params=sorted(KERNELS))
+def kernels(request):
+    return KERNELS[request.param]
+
+
 @pytest.fixture(scope="module")
-def batch(tmp_path_factory):
+def batch(tmp_path_factory, kernels):
     course = Course.create(tmp_path_factory.mktemp("untrusted") / "course", [ASSIGNMENT])
     release = json.loads(course.release_path(ASSIGNMENT, NOTEBOOK).read_text())
     fills = solution_code(ASSIGNMENT, NOTEBOOK)
@@ -46,7 +59,7 @@ def batch(tmp_path_factory):
         digests[h.name] = _digest(path)
     # nbgrader exits non-zero when a notebook could not be graded at all (invalid JSON):
     # it must still grade everyone else and name that student in its log.
-    proc = course.nbgrader("autograde", ASSIGNMENT, "--create", "--force", *LIMITS, check=False)
+    proc = course.nbgrader("autograde", ASSIGNMENT, "--create", "--force", *LIMITS, *kernels, check=False)
     return course, course.scores(ASSIGNMENT), digests, proc.stdout + proc.stderr
 
 
@@ -98,14 +111,20 @@ def _cell_stdout(course, student) -> str:
 
 
 def _orphans() -> list[str]:
-    """Sandbox processes (kernels and whatever they forked, which share their command
-    line) whose grading folder is gone; other runs' live kernels are not orphans."""
+    """Sandbox processes -- fresh kernels (their command line names their connection
+    file in a course-grading- folder), forked ones and fork servers (they keep the
+    fork server's command line) -- whose working folder is gone. Other runs' live
+    kernels are not orphans."""
     found = []
-    for line in subprocess.run(["pgrep", "-a", "-f", "course-grading-"], capture_output=True,
-                               text=True).stdout.splitlines():
-        words = line.split()
-        if "-f" in words and not Path(words[words.index("-f") + 1]).parent.exists():
-            found.append(line)
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        ours = "course-grading-" in command or "autograder.kernel_forkserver" in command
+        if ours and (cwd.endswith(" (deleted)") or not os.path.isdir(cwd)):
+            found.append(f"{pid} in {cwd}: {command[:160]}")
     return found
 
 
@@ -116,9 +135,9 @@ def test_nothing_outlives_grading_and_submissions_are_untouched(batch):
         assert _digest(course.submission_path(h.name, ASSIGNMENT, NOTEBOOK)) == digests[h.name], h.name
 
 
-def test_alone_equals_together(batch):
+def test_alone_equals_together(batch, kernels):
     course, together, _, _ = batch
     for student in ("ctrl", "os-exit", "fork-bomb", "forge-numpy"):
-        course.autograde(ASSIGNMENT, student, *LIMITS)
+        course.autograde(ASSIGNMENT, student, *LIMITS, *kernels)
         alone = course.scores(ASSIGNMENT)[student]
         assert alone == together[student], student
