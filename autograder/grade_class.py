@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import datetime
 import fnmatch
 import io
@@ -144,6 +145,19 @@ def quiet_worker() -> None:
     os.dup2(devnull, 2)
     os.close(devnull)
     warm_up()
+    start_kernel_fork_server()
+
+
+def start_kernel_fork_server() -> None:
+    """Start this worker's kernel fork server (with the default hidden paths) now rather
+    than at its first notebook. If it cannot start, grading says why, and falls back to
+    fresh kernels."""
+    if os.geteuid() == 0:
+        from autograder.kernel_forkserver import shared_fork_server
+        from autograder.sandbox import SandboxedExecute
+
+        with contextlib.suppress(Exception):
+            shared_fork_server(SandboxedExecute()._hidden())
 
 
 def warm_up() -> None:
@@ -292,14 +306,24 @@ class Course:
     _empty_gradebook: bytes | None = None
 
     def empty_gradebook(self) -> bytes:
-        """An empty SQLite gradebook, made once: nbgrader stamps every new gradebook with
-        its schema version by running the `alembic` command, a second or two each."""
+        """An empty SQLite gradebook, made once. nbgrader stamps every new gradebook with
+        its schema version, which it learns by running the `alembic` command (two
+        seconds); the same answer comes from alembic's own API, in-process."""
         if self._empty_gradebook is None:
-            from nbgrader.api import Gradebook
+            from alembic.config import Config as AlembicConfig
+            from alembic.script import ScriptDirectory
+            from nbgrader import api
+            from nbgrader.dbutil import _temp_alembic_ini
 
             with tempfile.TemporaryDirectory(prefix="grade-class-gradebook-") as tmp:
                 path = Path(tmp) / "gradebook.db"
-                Gradebook(f"sqlite:///{path}", self.coursedir.course_id).close()
+                with _temp_alembic_ini(f"sqlite:///{path}") as ini:
+                    head = ScriptDirectory.from_config(AlembicConfig(ini)).get_current_head()
+                stock, api.get_alembic_version = api.get_alembic_version, lambda: head
+                try:
+                    api.Gradebook(f"sqlite:///{path}", self.coursedir.course_id).close()
+                finally:
+                    api.get_alembic_version = stock
                 self._empty_gradebook = path.read_bytes()
         return self._empty_gradebook
 
@@ -352,8 +376,9 @@ class Course:
 
 
 def plan(course: Course, assignments: list[str], students: list[str] | None, regrade: bool,
-         log) -> tuple[list[tuple[str, str]], int]:
-    """The (assignment, student) pairs to grade, and how many are skipped as already graded."""
+         log) -> tuple[list[tuple], int]:
+    """The (assignment, student, extension) to grade, and how many are skipped as
+    already graded."""
     todo, skipped = [], 0
     with course.gradebook() as gb:
         for a in assignments:
@@ -364,58 +389,65 @@ def plan(course: Course, assignments: list[str], students: list[str] | None, reg
                 wanted = [s for s in wanted if s in students]
             chosen = [s for s in wanted if regrade or not course.already_graded(gb, a, s)]
             skipped += len(wanted) - len(chosen)
-            todo += [(a, s) for s in chosen]
+            todo += [(a, s, course.extension(gb, a, s)) for s in chosen]
     return todo, skipped
 
 
-def make_tasks(course: Course, todo: list[tuple[str, str]]) -> list[Task]:
-    templates, tasks = {}, []
-    with course.gradebook() as gb:
-        for a, s in todo:
-            if a not in templates:
-                templates[a] = course.template(a)
-            folder = course.path(course.coursedir.submitted_directory, s, a)
-            tasks.append(Task(a, s, templates[a], _files_under(folder, course.ignore),
-                              course.overrides, course.extension(gb, a, s)))
-    return tasks
+def make_tasks(course: Course, todo: list[tuple]):
+    """The tasks, in order. An assignment's template is made when its first submission
+    comes, so workers grade the first assignment while the next templates are made."""
+    templates = {}
+    for a, s, extension in todo:
+        if a not in templates:
+            templates[a] = course.template(a)
+        folder = course.path(course.coursedir.submitted_directory, s, a)
+        yield Task(a, s, templates[a], _files_under(folder, course.ignore), course.overrides, extension)
 
 
 # ---------------------------------------------------------------- executors
-def start_local_pool(workers: int):
-    """A process pool of long-lived workers, started now: they import nbgrader and torch
-    while the coordinator prepares the submissions."""
+def local_context():
+    """Workers are forked from a clean process (no inherited DB connections or threads)
+    that has imported everything once: a new worker costs a fork, not four seconds."""
     import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["autograder._preload_worker"])
+    for name in THREAD_VARIABLES:  # read by NumPy and torch when that process imports them
+        os.environ.setdefault(name, "1")
+    return context
+
+
+def start_local_pool(workers: int):
+    """A process pool of long-lived workers, started now: they start their kernel fork
+    servers while the coordinator prepares the submissions."""
     from concurrent.futures import ProcessPoolExecutor
 
-    # Workers are forked from a clean process (no inherited DB connections or threads)
-    # that has imported everything once: a new worker costs a fork, not four seconds.
-    context = multiprocessing.get_context(os.environ.get("COURSE_MP", "forkserver"))
-    context.set_forkserver_preload(["autograder._preload_worker"])
-    for name in THREAD_VARIABLES:  # read by NumPy and torch when the fork server imports them
-        os.environ.setdefault(name, "1")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=quiet_worker,
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=local_context(), initializer=quiet_worker,
                                max_tasks_per_child=100)
     for _ in range(workers):
         pool.submit(os.getpid)  # a worker process starts for each
     return pool
 
 
-def run_local(tasks: list[Task], workers: int, on_result, pool=None, attempts: int = 3) -> None:
-    """Grade on a local pool of pre-warmed workers. If a worker dies, the pool breaks:
-    it is rebuilt and every unfinished submission is queued again."""
+def run_local(tasks, workers: int, on_result, pool=None, attempts: int = 3) -> None:
+    """Grade `tasks` (any iterable; handed out as it yields) on a local pool of
+    pre-warmed workers. If a worker dies, the pool breaks: it is rebuilt and every
+    unfinished submission is queued again."""
     from concurrent.futures import as_completed
     from concurrent.futures.process import BrokenProcessPool
 
     tries: dict = {}
-    pending = list(tasks)
-    while pending:
-        with pool or start_local_pool(min(workers, len(pending))) as current:
+    pending = iter(tasks)
+    while True:
+        retry = []
+        with pool or start_local_pool(workers) as current:
             pool = None
+            futures = {}
             try:
-                futures = {current.submit(grade_submission, t): t for t in pending}
-            except BrokenProcessPool:  # a worker died while starting
-                continue
-            pending = []
+                for task in pending:
+                    futures[current.submit(grade_submission, task)] = task
+            except BrokenProcessPool:  # a worker died while submissions were handed out
+                retry += [task, *pending]
             for future in as_completed(futures):
                 task = futures[future]
                 try:
@@ -423,11 +455,14 @@ def run_local(tasks: list[Task], workers: int, on_result, pool=None, attempts: i
                 except BrokenProcessPool:
                     tries[task.key] = tries.get(task.key, 0) + 1
                     if tries[task.key] < attempts:
-                        pending.append(task)
+                        retry.append(task)
                     else:
                         on_result(_failed(task, f"a grading worker died {attempts} times on it"))
                 except Exception:
                     on_result(_failed(task, traceback.format_exc(limit=4)))
+        if not retry:
+            return
+        pending = iter(retry)
 
 
 def run_dask(tasks: list[Task], address: str, workers: int, on_result) -> None:
@@ -509,23 +544,24 @@ def grade_class(root: Path, assignments: list[str], students: list[str] | None =
     # nbgrader's own session handling warns on every new submission; noise here
     warnings.filterwarnings("ignore", category=SAWarning)
     started = time.monotonic()
+    if not scheduler:  # the workers' parent process imports while this one prepares
+        from multiprocessing import forkserver
+
+        local_context()
+        forkserver.ensure_running()
     course = Course(Path(root), overrides or {})
     if assignments == ["all"]:
         assignments = course.assignments()
     workers = workers or os.cpu_count() or 1
     log = lambda text: print(text, file=stream, flush=True)  # noqa: E731
     todo, skipped = plan(course, assignments, students, regrade, log)
-    pool = start_local_pool(min(workers, len(todo))) if todo and not scheduler else None
-    try:
-        tasks = make_tasks(course, todo)
-    except BaseException:
-        if pool:
-            pool.shutdown(cancel_futures=True)
-        raise
-    log(f"grading {len(tasks)} submission(s) of {', '.join(assignments)} with "
+    workers = min(workers, len(todo)) or 1
+    pool = start_local_pool(workers) if todo and not scheduler else None
+    tasks = make_tasks(course, todo)
+    log(f"grading {len(todo)} submission(s) of {', '.join(assignments)} with "
         f"{'Dask at ' + scheduler if scheduler else f'{workers} local worker(s)'}"
         f"{f'; {skipped} already graded (--regrade to grade them again)' if skipped else ''}")
-    progress = Progress(len(tasks), stream)
+    progress = Progress(len(todo), stream)
     failed, seconds = [], []
     with course.gradebook() as gb:
         def on_result(result):
@@ -540,14 +576,14 @@ def grade_class(root: Path, assignments: list[str], students: list[str] | None =
             seconds.append(result.get("seconds", 0.0))
             progress.update(result, bool(error))
 
-        if tasks:
+        if todo:
             if scheduler:
-                run_dask(tasks, scheduler, workers, on_result)
+                run_dask(list(tasks), scheduler, workers, on_result)
             else:
                 run_local(tasks, workers, on_result, pool)
     for a, s, error in failed:
         log(f"FAILED {a}/{s}:\n{error.strip()[-3000:]}")
-    return {"graded": len(tasks) - len(failed), "skipped": skipped, "failed": failed,
+    return {"graded": len(todo) - len(failed), "skipped": skipped, "failed": failed,
             "seconds": time.monotonic() - started, "seconds_per_submission": seconds}
 
 

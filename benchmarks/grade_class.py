@@ -143,6 +143,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--timeout", type=int, default=5, help="per-cell limit (Execute.timeout), s")
     parser.add_argument("--keep", help="build the courses in this folder and keep them")
+    parser.add_argument("--more-workers", type=int, default=0,
+                        help="also grade with this many workers (more than cores: a kernel that waits "
+                             "or loops until its time limit leaves CPU to the others)")
     parser.add_argument("--also-cold", action="store_true",
                         help="also grade with --SandboxedExecute.fork_kernels=False (a fresh kernel per notebook)")
     args = parser.parse_args()
@@ -202,6 +205,18 @@ def main() -> int:
         print(f"  scores identical: {cold_same}")
         same = same and cold_same
 
+    more = None
+    if args.more_workers:
+        t = time.perf_counter()
+        with open(os.devnull, "w") as quiet:
+            more = grade_class(parallel.root, chosen, workers=args.more_workers, regrade=True, stream=quiet,
+                               overrides=parse_overrides(limits))
+        more["wall"] = time.perf_counter() - t
+        print(f"  the same with --workers {args.more_workers}: {more['wall']:.1f} s", flush=True)
+        more_same = identical()
+        print(f"  scores identical: {more_same}")
+        same = same and more_same
+
     stock_rate, parallel_rate = count / stock_seconds, count / parallel_seconds
     print(f"\nthroughput: stock {stock_rate:.3f} notebooks/s, parallel {parallel_rate:.3f} notebooks/s, "
           f"ratio {parallel_rate / stock_rate:.2f}x")
@@ -227,6 +242,9 @@ def main() -> int:
               f"{statistics.mean(cold['seconds_per_submission']):6.2f}")
         print(f"  throughput with fresh kernels: {count / cold['wall']:.3f} notebooks/s, "
               f"ratio {count / cold['wall'] / stock_rate:.2f}x")
+    if more:
+        print(f"  throughput with --workers {args.more_workers}: {count / more['wall']:.3f} notebooks/s, "
+              f"ratio {count / more['wall'] / stock_rate:.2f}x")
     print(f"\ncourses in {base}" if args.keep else "")
     if not args.keep:
         shutil.rmtree(base, ignore_errors=True)

@@ -105,7 +105,7 @@ def test_parallel_equals_stock_autograde(classes):
     assert got["correct"]["test_softmax_hidden"][0] == 2.5
     assert got["k-not-transposed"]["test_dot_product_scores_hidden"][0] == 0
     assert got["forge-numpy"]["test_softmax_public"][0] == 0
-    # the workers' kernels (started in advance) hide the same files as stock's
+    # the workers' kernels (forked by their fork servers) hide the same files as stock's
     snoop = "".join(o.get("text", "") for c in read_notebook(
         parallel.root / "autograded" / "snoop" / A / f"{NB}.ipynb").cells for o in c.get("outputs", []))
     assert "hidden" in snoop and "visible" not in snoop.replace("invisible", ""), snoop
@@ -370,3 +370,20 @@ def _kernel_folders(pid: int) -> set[Path]:
     if "/kernel-" in _cwd(pid):
         folders |= {Path(_cwd(pid)), Path(_cwd(pid)).parent}
     return folders
+
+
+def test_template_gradebook_is_stamped_as_nbgrader_stamps_it(tmp_path):
+    """The empty gradebook made in-process carries the schema version that nbgrader's
+    own `alembic` call gives a new gradebook."""
+    import sqlite3
+
+    from nbgrader.api import get_alembic_version
+
+    from autograder.grade_class import Course as Coordinator
+
+    course = Course.create(tmp_path / "course", [A])
+    path = tmp_path / "empty.db"
+    path.write_bytes(Coordinator(course.root, {}).empty_gradebook())
+    with sqlite3.connect(path) as db:
+        assert db.execute("select version_num from alembic_version").fetchall() == [(get_alembic_version(),)]
+        assert db.execute("select count(*) from assignment").fetchone() == (0,)
