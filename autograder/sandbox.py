@@ -27,7 +27,6 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-
 from queue import Empty
 
 from jupyter_client import AsyncKernelManager
