@@ -9,6 +9,7 @@ survives a grader killed mid-notebook.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import signal
 import subprocess
@@ -104,6 +105,14 @@ def _start(server, user, workdir):
     return process, connection
 
 
+def run_code(connection: str, code: str) -> str:
+    """Run `code` in the kernel behind `connection` and return what it printed. On a
+    thread of its own: an earlier test in this process may have left an event loop
+    running on this one (Playwright's sync API does)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, _run(connection, code)).result()
+
+
 async def _run(connection: str, code: str) -> str:
     from jupyter_client.asynchronous import AsyncKernelClient
 
@@ -132,16 +141,16 @@ def test_two_kernels_of_one_fork_server_cannot_reach_each_other():
         for user, workdir in zip(users, workdirs):
             os.chown(workdir, user.uid, user.uid)
             processes.append(_start(server, user, workdir))
-        first = asyncio.run(_run(processes[0][1], "import os; open('secret.txt', 'w').write('mine'); print(os.getcwd())"))
+        first = run_code(processes[0][1], "import os; open('secret.txt', 'w').write('mine'); print(os.getcwd())")
         assert first.strip() == workdirs[0]
-        second = asyncio.run(_run(processes[1][1], textwrap.dedent(f"""
+        second = run_code(processes[1][1], textwrap.dedent(f"""
             import os
             for path in [{workdirs[0]!r} + '/secret.txt', {workdirs[0]!r}, {server.base!r}]:
                 try:
                     print('READ', path, open(path).read() if path.endswith('.txt') else os.listdir(path))
                 except OSError as error:
                     print('refused', type(error).__name__)
-            """)))
+            """))
         assert "READ" not in second and second.count("refused PermissionError") == 3, second
     finally:
         for process, _ in processes:
@@ -158,14 +167,13 @@ sys.path.insert(0, {repo!r})
 from autograder.kernel_forkserver import KernelForkServer
 from autograder.sandbox import KernelUser
 sys.path.insert(0, {tests!r})
-from test_kernel_forkserver import _start, _run
-import asyncio
+from test_kernel_forkserver import _start, run_code
 server = KernelForkServer(hidden=[{repo!r}, "/tmp", "/home", "/root"])
 user = KernelUser()
 workdir = server.new_workdir()
 os.chown(workdir, user.uid, user.uid)
 process, connection = _start(server, user, workdir)
-asyncio.run(_run(connection, "import os, time\\nif os.fork() == 0:\\n    time.sleep(600)\\n"))
+run_code(connection, "import os, time\\nif os.fork() == 0:\\n    time.sleep(600)\\n")
 print(server.base, flush=True)
 time.sleep(600)
 """
