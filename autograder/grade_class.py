@@ -12,8 +12,8 @@ The unit of work is one submission, (assignment, student). A worker grades it wi
 stock machinery -- nbgrader's `Autograde` converter with the course's committed
 `nbgrader_config.py`, hence `autograder.sandbox.SandboxedExecute` -- in a private,
 throwaway course directory: the config, `solutions/<assignment>/`, the student's
-submitted folder, and a private SQLite gradebook copied from a template made once per
-assignment by `generate_assignment`. It sends back plain data (per-cell scores and
+submitted folder, and a private SQLite gradebook holding the assignment as the real
+gradebook records it (made once per assignment). It sends back plain data (per-cell scores and
 comments, late penalty, the autograded folder). The coordinating process is the only
 writer of the real gradebook (SQLite or any `c.CourseDirectory.db_url`, e.g.
 PostgreSQL) and of `autograded/`: concurrent grading never contends for the database,
@@ -40,6 +40,7 @@ import contextlib
 import datetime
 import fnmatch
 import io
+import json
 import os
 import shutil
 import socket
@@ -180,6 +181,59 @@ def warm_up() -> None:
 
     for module in pkgutil.iter_modules(assignments.__path__):
         importlib.import_module(f"autograder.assignments.{module.name}")
+    lighten_nbgrader()
+
+
+def lighten_nbgrader() -> None:
+    """Two of nbgrader's fixed costs per notebook, made once per worker instead; neither
+    changes what is computed or recorded (the tests compare gradebooks with stock's).
+
+    - nbgrader opens the gradebook about ten times per notebook, and each `Gradebook()`
+      inspects the database and runs `create_all` (a query per table) to create the
+      tables if missing. In a worker, a gradebook file this process has already opened
+      has them: later opens of it skip that step.
+    - `CheckCellMetadata` (twice per notebook) validates each cell with
+      `jsonschema.validate`, which first validates nbgrader's own schema, every call.
+      Here the schema is checked once and its validator reused.
+    Only grading workers call this (stock `nbgrader autograde` is left as it is)."""
+    import jsonschema
+    from nbgrader import api
+    from nbgrader.nbgraderformat import common
+
+    if getattr(api.Gradebook, "_lightened", False):
+        return
+    stock_init, opened = api.Gradebook.__init__, set()
+
+    def gradebook_init(self, db_url, course_id="default_course", authenticator=None):
+        if db_url not in opened or not db_url.startswith("sqlite:///"):
+            stock_init(self, db_url, course_id, authenticator)
+            opened.add(db_url)
+            return
+        self.engine = api.create_engine(db_url, echo=False, future=True)
+        self.db = api.scoped_session(api.sessionmaker(autoflush=True, bind=self.engine, future=True))
+        self.check_course(course_id=course_id)
+        self.course_id, self.authenticator = course_id, authenticator
+
+    api.Gradebook.__init__, api.Gradebook._lightened = gradebook_init, True
+
+    validators: dict = {}
+
+    class CachedSchemas:
+        """`jsonschema` as nbgrader's metadata validator uses it, with one validator per schema."""
+        ValidationError = jsonschema.ValidationError
+
+        @staticmethod
+        def validate(instance, schema):  # as jsonschema.validate, but for check_schema
+            key = json.dumps(schema, sort_keys=True)
+            if key not in validators:
+                kind = jsonschema.validators.validator_for(schema)
+                kind.check_schema(schema)
+                validators[key] = kind(schema)
+            error = jsonschema.exceptions.best_match(validators[key].iter_errors(instance))
+            if error is not None:
+                raise error
+
+    common.jsonschema = CachedSchemas
 
 
 def grade_submission(task: Task) -> dict:
@@ -188,11 +242,14 @@ def grade_submission(task: Task) -> dict:
     from nbgrader.converters import Autograde
     from nbgrader.utils import capture_log
 
+    from autograder.sandbox import SandboxedExecute
+
     started = time.monotonic()
     warm_up()  # once per process (imports are cached); Dask workers get it here
     a, s = task.assignment, task.student
     result = {"assignment": a, "student": s, "host": socket.gethostname(), "pid": os.getpid(),
               "success": False, "error": None, "log": "", "notebooks": {}, "autograded": {}}
+    timings_before = dict(SandboxedExecute.timings)
     with tempfile.TemporaryDirectory(prefix="grade-class-submission-") as tmp:
         root = Path(tmp)
         try:
@@ -227,6 +284,7 @@ def grade_submission(task: Task) -> dict:
             result["success"] = False
             result["error"] = traceback.format_exc(limit=8)
     result["seconds"] = time.monotonic() - started
+    result["timings"] = {k: v - timings_before.get(k, 0) for k, v in SandboxedExecute.timings.items()}
     return result
 
 
@@ -267,41 +325,47 @@ class Course:
 
     def template(self, assignment: str) -> dict:
         """Files of a private course in which `assignment` is ready to autograde:
-        nbgrader_config.py, solutions/<assignment>/ and a gradebook made by
-        generate_assignment, with the real gradebook's due date."""
-        from nbgrader.converters import GenerateAssignment
-        from nbgrader.utils import capture_log
+        nbgrader_config.py, the source folder (autograde copies its other files over the
+        student's) and a gradebook holding the assignment as the real gradebook holds it:
+        due date, notebooks and the cells `nbgrader generate_assignment` recorded, which
+        are what stock autograde restores test cells from."""
+        from nbgrader.api import Gradebook
 
         with self.gradebook() as gb:
             try:
-                duedate = gb.find_assignment(assignment).duedate
+                record = gb.find_assignment(assignment)
             except Exception:
+                record = None
+            if record is None or not record.notebooks:
                 raise SystemExit(f"assignment {assignment!r} is not in the gradebook {self.db_url}: "
                                  f"run `nbgrader db assignment add {assignment}` and "
-                                 f"`nbgrader generate_assignment {assignment}` first") from None
+                                 f"`nbgrader generate_assignment {assignment}` first")
+            duedate = record.duedate
+            notebooks = [dict(
+                name=nb.name, kernelspec=nb.kernelspec,
+                grade_cells=[dict(name=c.name, max_score=c.max_score, cell_type=c.cell_type) for c in nb.grade_cells],
+                solution_cells=[dict(name=c.name) for c in nb.solution_cells],
+                task_cells=[dict(name=c.name, max_score=c.max_score, cell_type=c.cell_type) for c in nb.task_cells],
+                source_cells=[dict(name=c.name, cell_type=c.cell_type, locked=c.locked, source=c.source,
+                                   checksum=c.checksum) for c in nb.source_cells],
+            ) for nb in record.notebooks]
         source = self.path(self.coursedir.source_directory, ".", assignment)
+        rel = Path(os.path.relpath(source, self.root))
         with tempfile.TemporaryDirectory(prefix="grade-class-template-") as tmp:
-            root = Path(tmp)
-            shutil.copy(self.root / CONFIG_FILE, root / CONFIG_FILE)
-            (root / "gradebook.db").write_bytes(self.empty_gradebook())
-            shutil.copytree(source, root / os.path.relpath(source, self.root),
-                            ignore=shutil.ignore_patterns(*self.ignore))
-            config, coursedir = private_coursedir(root, self.overrides)
-            from nbgrader.api import Gradebook
-
-            with Gradebook(coursedir.db_url, coursedir.course_id) as gb:
+            path = Path(tmp) / "gradebook.db"
+            path.write_bytes(self.empty_gradebook())
+            with Gradebook(f"sqlite:///{path}", self.coursedir.course_id) as gb:
                 gb.update_or_create_assignment(assignment, duedate=duedate)
-            coursedir.assignment_id = assignment
-            app = GenerateAssignment(coursedir=coursedir, config=config)
-            app.force, app.create_assignment = True, True
-            outcome = capture_log(app)
-            if not outcome.get("success"):
-                raise SystemExit(f"could not prepare {assignment}:\n{outcome.get('log')}\n{outcome.get('error')}")
-            files = {CONFIG_FILE: (root / CONFIG_FILE).read_bytes(),
-                     "gradebook.db": (root / "gradebook.db").read_bytes()}
-            rel = Path(os.path.relpath(source, self.root))
-            files.update({str(rel / k): v for k, v in _files_under(root / rel).items()})
-            return files
+                for nb in notebooks:
+                    gb.update_or_create_notebook(nb["name"], assignment, kernelspec=nb["kernelspec"])
+                    for kind in ("grade_cell", "solution_cell", "task_cell", "source_cell"):
+                        create = getattr(gb, f"update_or_create_{kind}")
+                        for cell in nb[f"{kind}s"]:
+                            create(cell.pop("name"), nb["name"], assignment, **cell)
+            files = {CONFIG_FILE: (self.root / CONFIG_FILE).read_bytes(), "gradebook.db": path.read_bytes()}
+        if source.is_dir():
+            files.update({str(rel / k): v for k, v in _files_under(source, self.ignore).items()})
+        return files
 
     _empty_gradebook: bytes | None = None
 
@@ -381,8 +445,16 @@ def plan(course: Course, assignments: list[str], students: list[str] | None, reg
     already graded."""
     todo, skipped = [], 0
     with course.gradebook() as gb:
+        known = {a.name for a in gb.assignments}
+        unknown = [a for a in assignments if a not in known]
+        if unknown:
+            raise SystemExit(f"not in the gradebook ({course.db_url}): {', '.join(unknown)}; it has "
+                             f"{', '.join(sorted(known)) or 'no assignments'}. Add one with `nbgrader db "
+                             f"assignment add <id>` and `nbgrader generate_assignment <id>`.")
         for a in assignments:
             wanted = course.submitted_students(a)
+            if not wanted:
+                log(f"{a}: nothing submitted (no {course.path(course.coursedir.submitted_directory, '*', a)})")
             if students:
                 for s in sorted(set(students) - set(wanted)):
                     log(f"no submission of {a} by {s}")
@@ -476,7 +548,11 @@ def run_dask(tasks: list[Task], address: str, workers: int, on_result) -> None:
                                dashboard_address=None)
         address = cluster.scheduler_address
     try:
-        with Client(address) as client:
+        try:
+            client = Client(address)  # waits distributed.comm.timeouts.connect (30 s)
+        except OSError as error:
+            raise SystemExit(f"could not reach the Dask scheduler at {address}: {error}") from None
+        with client:
             futures = {}
             for task in tasks:
                 future = client.submit(grade_submission, task, pure=False, retries=1,
@@ -562,7 +638,7 @@ def grade_class(root: Path, assignments: list[str], students: list[str] | None =
         f"{'Dask at ' + scheduler if scheduler else f'{workers} local worker(s)'}"
         f"{f'; {skipped} already graded (--regrade to grade them again)' if skipped else ''}")
     progress = Progress(len(todo), stream)
-    failed, seconds = [], []
+    failed, seconds, timings = [], [], []
     with course.gradebook() as gb:
         def on_result(result):
             error = None if result["success"] else (result.get("error") or "grading failed")
@@ -574,6 +650,7 @@ def grade_class(root: Path, assignments: list[str], students: list[str] | None =
             if error:
                 failed.append((result["assignment"], result["student"], error))
             seconds.append(result.get("seconds", 0.0))
+            timings.append(dict(result.get("timings") or {}, submission=result.get("seconds", 0.0)))
             progress.update(result, bool(error))
 
         if todo:
@@ -584,7 +661,7 @@ def grade_class(root: Path, assignments: list[str], students: list[str] | None =
     for a, s, error in failed:
         log(f"FAILED {a}/{s}:\n{error.strip()[-3000:]}")
     return {"graded": len(todo) - len(failed), "skipped": skipped, "failed": failed,
-            "seconds": time.monotonic() - started, "seconds_per_submission": seconds}
+            "seconds": time.monotonic() - started, "seconds_per_submission": seconds, "timings": timings}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -157,9 +157,10 @@ class KernelForkServer:
         return tempfile.mkdtemp(prefix="kernel-", dir=self.base)
 
     def spawn(self, *, workdir: str, connection_file: str, uid: int, env: dict,
-              memory_bytes: int, max_processes: int, file_bytes: int) -> ForkedKernel:
+              memory_bytes: int, max_processes: int, file_bytes: int,
+              arguments: list[str] | None = None) -> ForkedKernel:
         request = {"op": "spawn", "workdir": workdir, "connection_file": connection_file, "uid": uid,
-                   "env": env, "limits": {"RLIMIT_AS": memory_bytes, "RLIMIT_NPROC": max_processes,
+                   "env": env, "arguments": arguments or ["-f", connection_file], "limits": {"RLIMIT_AS": memory_bytes, "RLIMIT_NPROC": max_processes,
                                           "RLIMIT_FSIZE": file_bytes}}
         with self._lock:
             if self.process.poll() is not None:
@@ -361,7 +362,8 @@ def _become_kernel(request: dict, report: int) -> None:
     os.environ.update(HOME=workdir, TMPDIR=workdir, MPLCONFIGDIR=workdir)
     tempfile.tempdir = None
     sys.path[0] = workdir  # as `python -m ipykernel_launcher` run in the working folder
-    sys.argv = [sys.executable, "-m", "ipykernel_launcher", "-f", request["connection_file"]]
+    arguments = request.get("arguments") or ["-f", request["connection_file"]]
+    sys.argv = [sys.executable, "-m", "ipykernel_launcher", *arguments]
     random.seed()
     numpy.random.seed()
     os.write(report, b"ok")
@@ -373,7 +375,7 @@ def _become_kernel(request: dict, report: int) -> None:
     from ipykernel.kernelapp import IPKernelApp
 
     app = IPKernelApp.instance()
-    app.initialize(["-f", request["connection_file"]])  # not sys.argv: IPython reads -m as "run module"
+    app.initialize(arguments)  # not sys.argv: IPython reads -m as "run module"
     app.start()
     os._exit(0)
 

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import ast
+import collections
 import contextlib
 import importlib
 import io
@@ -26,11 +27,13 @@ import sys
 import tempfile
 import time
 import traceback
+import uuid
 from pathlib import Path
 from queue import Empty
 
 from jupyter_client import AsyncKernelManager
 from jupyter_client.asynchronous import AsyncKernelClient
+from jupyter_core.utils import ensure_async, run_sync
 from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_output
@@ -220,9 +223,12 @@ class SandboxedKernelManager(AsyncKernelManager):
         if self.fork_server is None:
             return await super()._async_launch_kernel(kernel_cmd, **kw)
         env = {k: v for k, v in (kw.get("env") or os.environ).items() if k != "JPY_PARENT_PID"}
+        # the kernel's own arguments, as a fresh kernel gets them (e.g. nbgrader's
+        # --HistoryManager.hist_file=:memory:)
+        arguments = kernel_cmd[kernel_cmd.index("-f"):] if "-f" in kernel_cmd else []
         process = self.fork_server.spawn(workdir=kw.get("cwd") or os.path.dirname(self.connection_file),
                                          connection_file=self.connection_file, uid=self.kernel_uid,
-                                         env=env, **self.limits)
+                                         env=env, arguments=arguments, **self.limits)
         self.provisioner.process, self.provisioner.pid, self.provisioner.pgid = process, process.pid, None
         self._reconcile_connection_info(self.provisioner.connection_info)
 
@@ -290,7 +296,7 @@ class KernelDied(Exception):
 
 
 class KernelChannel:
-    """Sends one request at a time to the kernel through the executor's own client."""
+    """Sends one request at a time to the kernel, over the executor's comm with it."""
 
     def __init__(self, executor, index: int):
         self.executor, self.index = executor, index
@@ -302,22 +308,15 @@ class KernelChannel:
                 "kwargs": kernel_side.encode(dict(kwargs or {}), arrays, self._handle_spec)}
         for key, value in extra.items():
             tree[key] = kernel_side.encode(value, arrays, self._handle_spec)
-        code = (f"__import__('autograder.kernel_side').kernel_side.serve("
-                f"{kernel_side.pack(tree, arrays)!r}, globals())")
-        cell = new_code_cell(code)
+        answer, blob = self.executor.ask_kernel(tree, kernel_side.pack_arrays(arrays), self.index)
         try:
-            self.executor.execute_cell(cell, self.index, store_history=False)
-        except Exception as error:  # a dead kernel or a timeout
-            raise KernelDied(f"{type(error).__name__}: {error}") from None
-        for output in cell.outputs:
-            if output.output_type == "display_data" and kernel_side.MIME in output.data:
-                answer, answer_arrays = kernel_side.unpack(output.data[kernel_side.MIME])
-                break
-        else:
-            errors = [f"{o.ename}: {o.evalue}" for o in cell.outputs if o.output_type == "error"]
-            raise KernelDied("the kernel gave no answer" + (f" ({errors[0]})" if errors else ""))
+            answer_arrays = kernel_side.unpack_arrays(blob)
+        except Exception as error:
+            raise KernelDied(f"the kernel's answer was unreadable ({type(error).__name__})") from None
+        if not isinstance(answer, dict) or not ("ok" in answer or "error" in answer):
+            raise KernelDied("the kernel's answer was malformed")
         if "error" in answer:
-            raise StudentError(answer["error"], answer.get("message", ""))
+            raise StudentError(str(answer["error"]), str(answer.get("message", "")))
         return kernel_side.decode(answer["ok"], answer_arrays, self._make_handle)
 
     def _make_handle(self, tree):
@@ -416,6 +415,9 @@ class SandboxedExecute(Execute):
         "otherwise fresh kernels are used.")).tag(config=True)
 
     _fork_server_failed = None  # why the fork server could not start in this process
+    # Where grading time goes (benchmarks/grade_class.py reads it): seconds per phase and
+    # requests to the kernel, summed over the notebooks this process has graded.
+    timings: collections.Counter = collections.Counter()
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("kernel_manager_class", SandboxedKernelManager)
@@ -444,12 +446,18 @@ class SandboxedExecute(Execute):
             resources["metadata"] = dict(resources.get("metadata", {}), path=workdir)
             self._workdir, self._deadline = workdir, time.monotonic() + self.notebook_timeout
             self._output_bytes, self._truncated, self._died = 0, False, None
+            self._comm_id, self._requests = None, 0  # the grader's comm with this kernel
             # The answer cells, scanned for forbidden built-ins (scratch cells may use them
             # to compare, answer cells may not).
             self.student_sources = [c.source for c in nb.cells if c.cell_type == "code"
                                     and c.metadata.get("nbgrader", {}).get("solution")]
             self._prefix = [] if self._fork_server else self._make_prefix(workdir, source_dir)
-            return super().preprocess(nb, resources, km)
+            started = time.perf_counter()
+            try:
+                return super().preprocess(nb, resources, km)
+            finally:
+                self.timings["notebooks"] += 1
+                self.timings["executing"] += time.perf_counter() - started
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
             if getattr(self, "_user", None):
@@ -539,10 +547,12 @@ class SandboxedExecute(Execute):
                 f"Not run: the notebook's kernel died earlier ({self._died}). Did your code call "
                 f"os._exit, crash the interpreter, or exceed the memory limit?"), traceback=[])]
             return cell, resources
+        started = time.perf_counter()
         if self.judge_outside_kernel and is_grade(cell) and not is_solution(cell):  # a test cell
             outputs = run_test_cell(cell.source, KernelChannel(self, index))
             cell.outputs = outputs
             self.nb.cells[index] = cell  # nbclient put each request's cell at this index
+            self.timings["test cells"] += time.perf_counter() - started
             return cell, resources
         try:
             return super().preprocess_cell(cell, resources, index)
@@ -551,18 +561,68 @@ class SandboxedExecute(Execute):
             cell.outputs.append(new_output("error", ename="KernelDied", evalue=(
                 f"The kernel died while running this cell ({error})."), traceback=[]))
             return cell, resources
+        finally:
+            self.timings["other cells"] += time.perf_counter() - started
+
+    # ------------------------------------------------ the grader's comm with the kernel
+    def ask_kernel(self, tree: dict, blob: bytes, index: int) -> tuple[dict, bytes]:
+        """One request to the kernel, over a comm opened on first use (`kernel_side.listen`);
+        returns the kernel's (answer, arrays as .npz bytes). Raises KernelDied when the
+        kernel dies, cannot open the comm, or runs past the time limit (it is then
+        interrupted, as a cell would be)."""
+        if self._comm_id is None:
+            comm_id = uuid.uuid4().hex
+            cell = new_code_cell(f"__import__('autograder.kernel_side').kernel_side.listen({comm_id!r}, globals())")
+            try:
+                self.execute_cell(cell, index, store_history=False)
+            except Exception as error:  # a dead kernel or a timeout
+                raise KernelDied(f"{type(error).__name__}: {error}") from None
+            errors = [f"{o.ename}: {o.evalue}" for o in cell.outputs if o.output_type == "error"]
+            if errors:
+                raise KernelDied(f"the kernel gave no answer ({errors[0]})")
+            self._comm_id = comm_id
+        started = time.perf_counter()
+        try:
+            return run_sync(self._async_ask_kernel)(tree, blob)
+        finally:
+            self.timings["requests"] += 1
+            self.timings["in requests"] += time.perf_counter() - started
+
+    async def _async_ask_kernel(self, tree: dict, blob: bytes) -> tuple[dict, bytes]:
+        self._requests += 1
+        request_id, kc = self._requests, self.kc
+        message = kc.session.msg("comm_msg", {"comm_id": self._comm_id,
+                                              "data": {"id": request_id, "request": tree}})
+        kc.session.send(kc.shell_channel.socket, message, buffers=[blob])
+        timeout = self._get_timeout(None)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                await ensure_async(self.km.interrupt_kernel())
+                raise KernelDied(f"CellTimeoutError: no answer within the {timeout} s limit")
+            try:
+                msg = await kc.iopub_channel.get_msg(timeout=min(left, 1.0))
+            except Empty:
+                if not await ensure_async(self.km.is_alive()):
+                    raise KernelDied("the kernel died") from None
+                continue
+            # Anything else on IOPub (the student's prints, busy/idle, the late answer to
+            # an interrupted request) is not this answer.
+            content = msg.get("content") or {}
+            data = content.get("data") or {}
+            if (msg["msg_type"] == "comm_msg" and content.get("comm_id") == self._comm_id
+                    and isinstance(data, dict) and data.get("id") == request_id):
+                return data.get("answer"), bytes((msg.get("buffers") or [b""])[0])
 
     def output(self, outs, msg, display_id, cell_index):
         content = msg.get("content", {})
-        size = len(str(content.get("text", ""))) + sum(len(str(v)) for v in content.get("data", {}).values())
-        is_answer = kernel_side.MIME in content.get("data", {})
-        if not is_answer:
-            self._output_bytes += size
-            limit = self.output_limit_kb * 1024
-            if self._output_bytes > limit:
-                if not self._truncated:
-                    self._truncated = True
-                    outs.append(new_output("stream", name="stdout", text=(
-                        f"\n[output truncated: the notebook printed more than {self.output_limit_kb} KiB]\n")))
-                return None
+        self._output_bytes += len(str(content.get("text", ""))) + sum(
+            len(str(v)) for v in content.get("data", {}).values())
+        if self._output_bytes > self.output_limit_kb * 1024:
+            if not self._truncated:
+                self._truncated = True
+                outs.append(new_output("stream", name="stdout", text=(
+                    f"\n[output truncated: the notebook printed more than {self.output_limit_kb} KiB]\n")))
+            return None
         return super().output(outs, msg, display_id, cell_index)

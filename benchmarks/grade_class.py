@@ -133,6 +133,23 @@ def fork_server_seconds() -> tuple[float, object]:
     return time.perf_counter() - t, server
 
 
+def print_phases(timings: list[dict], notebooks: int) -> None:
+    """Where a grade_class worker's time went, per notebook (means over the run): the
+    phases `SandboxedExecute.timings` measures, and nbgrader's own work around them."""
+    total = {k: sum(t.get(k, 0) for t in timings) for k in
+             ("submission", "executing", "other cells", "test cells", "requests", "in requests")}
+    n = max(notebooks, 1)
+    kernel = total["executing"] - total["other cells"] - total["test cells"]
+    requests = total["requests"] or 1
+    print(f"    of which nbgrader's own work (copy, sanitize, gradebook, write): "
+          f"{(total['submission'] - total['executing']) / n:6.2f}")
+    print(f"    kernel start and shutdown:                            {kernel / n:6.2f}")
+    print(f"    the notebook's own cells (answers, loops until the limit): {total['other cells'] / n:6.2f}")
+    print(f"    test cells, judged by the grader:                     {total['test cells'] / n:6.2f}  "
+          f"({total['requests'] / n:.0f} requests to the kernel per notebook, "
+          f"{1000 * total['in requests'] / requests:.1f} ms each, the student's code included)")
+
+
 # ------------------------------------------------------------------- main
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -237,6 +254,7 @@ def main() -> int:
     print(f"    then `import numpy, torch` in it:                     {forked_imports:6.2f}")
     print(f"  stock, whole notebook (wall / notebooks):               {stock_seconds / count:6.2f}")
     print(f"  grade_class worker, whole notebook (mean):              {worker:6.2f}")
+    print_phases(summary["timings"], count)
     if cold and cold["seconds_per_submission"]:
         print(f"  ... with fresh kernels (mean):                          "
               f"{statistics.mean(cold['seconds_per_submission']):6.2f}")

@@ -152,6 +152,23 @@ def test_rerun_skips_and_regrades_one_student_only(classes):
     assert gradebook_state(sqlite_url(parallel)) == before
 
 
+def test_bad_requests_get_a_clear_message(classes):
+    _, parallel, _ = classes
+    proc = subprocess.run([sys.executable, "-m", "autograder.grade_class", "no-such-assignment", *LIMITS],
+                          cwd=parallel.root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "not in the gradebook" in proc.stderr and A in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    port = _free_port()  # nothing listens there
+    proc = subprocess.run([sys.executable, "-m", "autograder.grade_class", A, "--scheduler",
+                           f"tcp://127.0.0.1:{port}", "--regrade", "--student", "correct", *LIMITS],
+                          cwd=parallel.root, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT="3s"))
+    assert proc.returncode != 0
+    assert "could not reach the Dask scheduler" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
 # ------------------------------------------------------------------ PostgreSQL
 def _free_port() -> int:
     with socket.socket() as s:
