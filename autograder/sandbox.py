@@ -34,7 +34,7 @@ from queue import Empty
 from jupyter_client import AsyncKernelManager
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_core.utils import ensure_async, run_sync
-from nbclient.exceptions import DeadKernelError
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_output
 from traitlets import Bool, Float, Integer, List, Unicode, default
@@ -181,15 +181,18 @@ class PromptKernelClient(AsyncKernelClient):
 
     async def _async_wait_for_ready(self, timeout: float | None = None) -> None:
         deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
+        asked: set[str] = set()
         while True:
-            request = self.kernel_info()
+            # A kernel that takes more than a second to start (a fresh one on a busy
+            # machine) answers every request sent meanwhile, in order: any of them counts.
+            asked.add(self.kernel_info())
             with contextlib.suppress(Empty):
                 reply = await self.shell_channel.get_msg(timeout=1)
-                if reply["parent_header"].get("msg_id") == request:
+                if reply["parent_header"].get("msg_id") in asked:
                     with contextlib.suppress(Empty):
                         while True:
                             msg = await self.iopub_channel.get_msg(timeout=0.5)
-                            if (msg["parent_header"].get("msg_id") == request and msg["msg_type"] == "status"
+                            if (msg["parent_header"].get("msg_id") in asked and msg["msg_type"] == "status"
                                     and msg["content"].get("execution_state") == "idle"):
                                 self._handle_kernel_info_reply(reply)
                                 return
@@ -295,6 +298,11 @@ class KernelDied(Exception):
     pass
 
 
+class CallTimedOut(KernelDied):
+    """The student's code did not answer a request within the time limit (the kernel
+    was interrupted, and answers the next request)."""
+
+
 class KernelChannel:
     """Sends one request at a time to the kernel, over the executor's comm with it."""
 
@@ -376,6 +384,10 @@ def run_test_cell(source: str, channel: KernelChannel) -> list[NotebookNode]:
                       **{k: _argument(v, channel) for k, v in kwargs.items()})
     except CheckFailed as failed:
         error = ("CheckFailed", str(failed).strip())
+    except CallTimedOut as late:
+        error = ("TimeoutError", f"Your code did not return within the {late.args[0]} s time limit when this "
+                                 f"test called it (an endless loop, or far too slow?), so the grader "
+                                 f"interrupted it.")
     except KernelDied as died:
         error = ("KernelDied", "Your notebook's kernel stopped answering before this test could run "
                                f"({died}). Did your code exit, crash or run past a time limit?")
@@ -561,6 +573,13 @@ class SandboxedExecute(Execute):
             cell.outputs.append(new_output("error", ename="KernelDied", evalue=(
                 f"The kernel died while running this cell ({error})."), traceback=[]))
             return cell, resources
+        except CellTimeoutError as error:
+            # nbclient gives up on a cell whose output stops coming (a kernel still busy
+            # with code that an interrupt has not stopped yet): that cell fails, the
+            # notebook goes on, as after any other timeout.
+            cell.outputs.append(new_output("error", ename="CellTimeoutError", evalue=str(error).split("\n")[0],
+                                           traceback=[]))
+            return cell, resources
         finally:
             self.timings["other cells"] += time.perf_counter() - started
 
@@ -600,7 +619,7 @@ class SandboxedExecute(Execute):
             left = deadline - time.monotonic()
             if left <= 0:
                 await ensure_async(self.km.interrupt_kernel())
-                raise KernelDied(f"CellTimeoutError: no answer within the {timeout} s limit")
+                raise CallTimedOut(timeout)
             try:
                 msg = await kc.iopub_channel.get_msg(timeout=min(left, 1.0))
             except Empty:

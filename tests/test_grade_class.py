@@ -331,13 +331,7 @@ def test_dask_cluster_survives_a_worker_killed_mid_grade(classes, dask_cluster, 
     litter |= set(Path(tempfile.gettempdir()).glob("grade-class-submission-*"))
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=30)
-    try:
-        out, err = proc.communicate(timeout=600)
-    finally:
-        for path in litter:
-            shutil.rmtree(path, ignore_errors=True)
-    assert proc.returncode == 0, err[-5000:]
-    assert f"graded {len(students)}, skipped 0, failed 0" in err, err[-3000:]
+    _all_graded_after_the_kill(proc, litter, len(students))
     # the killed worker's kernels died with it (its fork server read end-of-file and
     # exited, and their parent-death signals followed)
     time.sleep(1)
@@ -346,6 +340,43 @@ def test_dask_cluster_survives_a_worker_killed_mid_grade(classes, dask_cluster, 
     want = gradebook_state(sqlite_url(stock))
     got = gradebook_state(sqlite_url(course))
     assert got == {s: want[k] for s, k in zip(students, kinds)}
+
+
+def test_local_pool_survives_a_worker_killed_mid_grade(classes, tmp_path):
+    """A local worker killed while it grades (the OOM killer, say): the pool is rebuilt
+    and every submission is graded once, with stock's scores."""
+    stock = classes[0]
+    course = Course.create(tmp_path / "course", [A])
+    kinds = ("correct", "k-not-transposed", "blank", "forge-numpy")
+    students = [f"{kind}-{i}" for i, kind in enumerate(kinds)]
+    for student, kind in zip(students, kinds):
+        _submit(course, student, kind)
+    proc = subprocess.Popen([sys.executable, "-m", "autograder.grade_class", A, "--workers", "2", *LIMITS],
+                            cwd=course.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    victim, deadline = None, time.monotonic() + 300
+    while victim is None and time.monotonic() < deadline and proc.poll() is None:
+        # the workers (children of multiprocessing's fork server) work in a private course
+        victim = next((p for p in _descendants(proc.pid) if "grade-class-submission-" in _cwd(p)), None)
+        time.sleep(0.05)
+    assert victim is not None, "no worker was seen grading"
+    litter = {Path(_cwd(victim))}
+    os.kill(victim, signal.SIGKILL)
+    _all_graded_after_the_kill(proc, litter, len(students))
+    want = gradebook_state(sqlite_url(stock))
+    assert gradebook_state(sqlite_url(course)) == {s: want[k] for s, k in zip(students, kinds)}
+
+
+def _all_graded_after_the_kill(proc: subprocess.Popen, litter: set, count: int) -> None:
+    """The command, one of whose workers was killed, still grades all `count`
+    submissions; what the dead worker left in /tmp is removed."""
+    try:
+        _, err = proc.communicate(timeout=600)
+    finally:
+        for path in litter:
+            shutil.rmtree(path, ignore_errors=True)
+    assert proc.returncode == 0, err[-5000:]
+    assert f"graded {count}, skipped 0, failed 0" in err, err[-3000:]
 
 
 def _start_time(pid: int) -> str | None:

@@ -202,3 +202,28 @@ def test_a_killed_grader_leaves_no_kernel_behind():
     while _processes_in(base) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _processes_in(base), "processes outlived their grader:\n" + "\n".join(_processes_in(base))
+
+
+def test_a_kernel_slow_to_start_is_waited_for():
+    """A kernel that answers only after a few seconds (a fresh one on a busy machine)
+    has queued up several kernel_info requests by then; the client must accept any
+    answer, not wait, one answer behind, until its deadline."""
+    from autograder.sandbox import SandboxedKernelManager
+
+    async def start() -> float:
+        km = SandboxedKernelManager(kernel_name="python3")
+        km.prefix = ["sh", "-c", 'sleep 2.5; exec "$@"', "sh"]  # before the kernel itself
+        await km.start_kernel(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        kc = km.client()
+        kc.start_channels()
+        began = time.monotonic()
+        try:
+            await kc.wait_for_ready(timeout=30)
+            return time.monotonic() - began
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel(now=True)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a loop of its own (see above)
+        waited = pool.submit(asyncio.run, start()).result(timeout=120)
+    assert waited < 20, f"ready only after {waited:.1f} s"

@@ -135,6 +135,30 @@ def test_nothing_outlives_grading_and_submissions_are_untouched(batch):
         assert _digest(course.submission_path(h.name, ASSIGNMENT, NOTEBOOK)) == digests[h.name], h.name
 
 
+def test_a_call_that_never_returns_times_out_alone(tmp_path, kernels):
+    """A function that loops only when the grader calls it: each test calling it fails
+    at the per-cell limit with a message saying so, the kernel is interrupted, and the
+    tests of the other functions keep their points."""
+    from hostile import ATTENTION, DOT, SCALE, SOFTMAX, TESTS, code, tests_of
+
+    course = Course.create(tmp_path / "course", [ASSIGNMENT])
+    release = json.loads(course.release_path(ASSIGNMENT, NOTEBOOK).read_text())
+    path = course.submission_path("stuck", ASSIGNMENT, NOTEBOOK)
+    path.parent.mkdir(parents=True)
+    loop = "def softmax(x, axis=-1):\n    while True:\n        pass"
+    path.write_text(code(replace={SOFTMAX: loop})(solution_code(ASSIGNMENT, NOTEBOOK), release))
+    course.autograde(ASSIGNMENT, "stuck", "--Execute.timeout=3", "--SandboxedExecute.notebook_timeout=120",
+                     *kernels)
+    got = course.scores(ASSIGNMENT)["stuck"][NOTEBOOK]
+    points = graded_cells(ASSIGNMENT, NOTEBOOK)
+    assert {gid: got[gid][0] for gid in ALL_TESTS} == {
+        gid: points[gid] if gid in tests_of(DOT, SCALE) else 0.0 for gid in ALL_TESTS}
+    outputs = _outputs(course, "stuck")
+    for gid in tests_of(SOFTMAX, ATTENTION):
+        assert "did not return within the 3 s time limit" in outputs[gid], outputs[gid]
+    assert not _orphans(), "\n".join(_orphans())
+
+
 def test_alone_equals_together(batch, kernels):
     course, together, _, _ = batch
     for student in ("ctrl", "os-exit", "fork-bomb", "forge-numpy"):
