@@ -458,7 +458,7 @@ class SandboxedExecute(Execute):
             resources["metadata"] = dict(resources.get("metadata", {}), path=workdir)
             self._workdir, self._deadline = workdir, time.monotonic() + self.notebook_timeout
             self._output_bytes, self._truncated, self._died = 0, False, None
-            self._comm_id, self._requests = None, 0  # the grader's comm with this kernel
+            self._comm_id, self._comm_opened, self._requests = None, None, 0  # the grader's comm
             # The answer cells, scanned for forbidden built-ins (scratch cells may use them
             # to compare, answer cells may not).
             self.student_sources = [c.source for c in nb.cells if c.cell_type == "code"
@@ -599,6 +599,8 @@ class SandboxedExecute(Execute):
             errors = [f"{o.ename}: {o.evalue}" for o in cell.outputs if o.output_type == "error"]
             if errors:
                 raise KernelDied(f"the kernel gave no answer ({errors[0]})")
+            if self._comm_opened != comm_id:  # e.g. an input transformer ate the cell
+                raise KernelDied("the kernel gave no answer: the grader's channel did not open")
             self._comm_id = comm_id
         started = time.perf_counter()
         try:
@@ -633,6 +635,12 @@ class SandboxedExecute(Execute):
             if (msg["msg_type"] == "comm_msg" and content.get("comm_id") == self._comm_id
                     and isinstance(data, dict) and data.get("id") == request_id):
                 return data.get("answer"), bytes((msg.get("buffers") or [b""])[0])
+
+    def handle_comm_msg(self, outs, msg, cell_index):
+        content = msg.get("content") or {}
+        if msg.get("msg_type") == "comm_open" and content.get("target_name") == kernel_side.TARGET:
+            self._comm_opened = content.get("comm_id")  # `listen` ran in the kernel
+        return super().handle_comm_msg(outs, msg, cell_index)
 
     def output(self, outs, msg, display_id, cell_index):
         content = msg.get("content", {})
